@@ -1,0 +1,116 @@
+"""The 48 hypotheses of SPEC section 2: rotation order, direction and patient position.
+
+A convention is ``(order, inverse, patient_position)``. Orders are extrinsic (fixed-axis)
+sequences; the intrinsic alias of an order is the same matrix sequence reversed and is
+reported, never counted as a separate hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class RotationOrder(str, Enum):
+    """Extrinsic rotation order about the IEC 61217 table-top axes (SPEC section 2)."""
+
+    XYZ = "xyz"
+    XZY = "xzy"
+    YXZ = "yxz"
+    YZX = "yzx"
+    ZXY = "zxy"
+    ZYX = "zyx"
+
+    @property
+    def intrinsic_alias(self) -> str:
+        """The intrinsic sequence giving the same matrix (extrinsic ``xyz`` is intrinsic ``ZYX``)."""
+        return self.value[::-1].upper()
+
+    @property
+    def axis_indices(self) -> tuple[int, int, int]:
+        """Indices into ``(rx, ry, rz)`` in the order the rotations are applied."""
+        return tuple("xyz".index(a) for a in self.value)  # type: ignore[return-value]
+
+
+class PatientPosition(str, Enum):
+    """DICOM Patient Position (0018,5100) values covered by SPEC section 2."""
+
+    HFS = "HFS"
+    HFP = "HFP"
+    FFS = "FFS"
+    FFP = "FFP"
+
+
+#: Signed permutations ``P`` with ``v_iec = P · v_patient`` (SPEC section 2 table).
+PATIENT_TO_IEC: dict[PatientPosition, FloatArray] = {
+    PatientPosition.HFS: np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64),
+    PatientPosition.HFP: np.array([[-1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=np.float64),
+    PatientPosition.FFS: np.array([[-1, 0, 0], [0, 0, -1], [0, -1, 0]], dtype=np.float64),
+    PatientPosition.FFP: np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Convention:
+    """One hypothesis ``h = (order, inverse, patient_position)`` of SPEC section 2."""
+
+    order: RotationOrder
+    inverse: bool
+    patient_position: PatientPosition
+
+    @property
+    def index(self) -> int:
+        """Position of this convention in :data:`HYPOTHESES`."""
+        return HYPOTHESIS_INDEX[self]
+
+    @property
+    def permutation(self) -> FloatArray:
+        """The signed permutation ``P`` (LPS patient to IEC table-top)."""
+        return PATIENT_TO_IEC[self.patient_position]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of SPEC section 5, with the intrinsic alias named too."""
+        return {
+            "order": self.order.value,
+            "inverse": self.inverse,
+            "patient_position": self.patient_position.value,
+            "intrinsic_order": self.order.intrinsic_alias,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Convention:
+        return cls(
+            RotationOrder(data["order"]),
+            bool(data["inverse"]),
+            PatientPosition(data["patient_position"]),
+        )
+
+    def __str__(self) -> str:
+        direction = "inverse" if self.inverse else "direct"
+        return f"{self.order.value}/{direction}/{self.patient_position.value}"
+
+
+#: All 48 hypotheses, in a fixed order (position-major, then inverse, then order).
+HYPOTHESES: tuple[Convention, ...] = tuple(
+    Convention(order, inverse, position)
+    for position in PatientPosition
+    for inverse in (False, True)
+    for order in RotationOrder
+)
+HYPOTHESIS_INDEX: dict[Convention, int] = {h: i for i, h in enumerate(HYPOTHESES)}
+N_HYPOTHESES = len(HYPOTHESES)
+
+#: ``P`` for each hypothesis, shape (48, 3, 3).
+PERMUTATIONS: FloatArray = np.stack([h.permutation for h in HYPOTHESES])
+#: ``inverse`` for each hypothesis, shape (48,).
+INVERSE_FLAGS: npt.NDArray[np.bool_] = np.array([h.inverse for h in HYPOTHESES])
+#: Order index (into ``RotationOrder``) for each hypothesis, shape (48,).
+ORDER_INDEX: npt.NDArray[np.int64] = np.array(
+    [list(RotationOrder).index(h.order) for h in HYPOTHESES]
+)

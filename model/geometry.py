@@ -1,0 +1,154 @@
+"""The forward model of SPEC section 3 and its inverse, vectorised over hypotheses and inputs.
+
+Shapes: ``N`` inputs, ``H = 48`` hypotheses. Angles are degrees, lengths millimetres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from model.conventions import (
+    HYPOTHESES,
+    INVERSE_FLAGS,
+    ORDER_INDEX,
+    PERMUTATIONS,
+    FloatArray,
+    RotationOrder,
+)
+
+ORDERS: tuple[RotationOrder, ...] = tuple(RotationOrder)
+
+
+def wrap_degrees(angles: FloatArray | float) -> FloatArray:
+    """Wrap angles to (−180, 180] (SPEC section 5: 359.8 means −0.2)."""
+    a = np.asarray(angles, dtype=np.float64)
+    wrapped = np.mod(a + 180.0, 360.0) - 180.0
+    return np.where(wrapped == -180.0, 180.0, wrapped)
+
+
+def _axis_rotation(axis: int, angle_rad: FloatArray) -> FloatArray:
+    """Right-handed rotation matrices about one axis, shape ``angle.shape + (3, 3)``."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    out = np.zeros((*np.shape(angle_rad), 3, 3))
+    i, j = (axis + 1) % 3, (axis + 2) % 3  # cyclic, so every rotation is right-handed
+    out[..., axis, axis] = 1.0
+    out[..., i, i] = c
+    out[..., j, j] = c
+    out[..., j, i] = s
+    out[..., i, j] = -s
+    return out
+
+
+def euler_to_matrix(order: RotationOrder, rotation_deg: FloatArray) -> FloatArray:
+    """``from_euler(order, [r[a] for a in order], degrees=True)``, extrinsic, for (..., 3) input.
+
+    ``rotation_deg`` is indexed by axis (rx, ry, rz), not by position in the sequence.
+    """
+    r = np.deg2rad(np.asarray(rotation_deg, dtype=np.float64))
+    out: FloatArray | None = None
+    for axis in order.axis_indices:
+        step = _axis_rotation(axis, r[..., axis])
+        out = step if out is None else step @ out  # extrinsic: later rotations act on the left
+    assert out is not None
+    return out
+
+
+def iec_rotations(rotation_deg: FloatArray) -> FloatArray:
+    """``R_iec`` for each of the 6 orders: (N, 3) angles to (N, 6, 3, 3)."""
+    return np.stack([euler_to_matrix(o, rotation_deg) for o in ORDERS], axis=1)
+
+
+def forward(
+    translation_mm: FloatArray,
+    rotation_deg: FloatArray,
+    isocenter_mm: FloatArray | None = None,
+) -> FloatArray:
+    """The matrix ``M`` each hypothesis predicts from an offset (SPEC section 3).
+
+    ``translation_mm`` and ``rotation_deg`` are (N, 3); ``isocenter_mm`` is (N, 3) or ``None``
+    (rotation about the origin). Returns (N, 48, 4, 4).
+    """
+    t = np.atleast_2d(np.asarray(translation_mm, dtype=np.float64))
+    r = np.atleast_2d(np.asarray(rotation_deg, dtype=np.float64))
+    n = t.shape[0]
+    c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(isocenter_mm)
+    r_iec = iec_rotations(r)[:, ORDER_INDEX]  # (N, 48, 3, 3)
+    p = PERMUTATIONS  # (48, 3, 3)
+    pt = np.swapaxes(p, -1, -2)
+    rot = pt @ r_iec @ p  # R = Pᵀ R_iec P
+    u = np.einsum("hij,nj->nhi", pt, t)  # u = Pᵀ t
+    d = c[:, None, :] - np.einsum("nhij,nj->nhi", rot, c) + u  # T(x) = R x + (c − R c + u)
+    rot_inv = np.swapaxes(rot, -1, -2)
+    d_inv = -np.einsum("nhij,nhj->nhi", rot_inv, d)
+    inv = INVERSE_FLAGS[None, :, None]
+    out = np.zeros((n, len(HYPOTHESES), 4, 4))
+    out[..., :3, :3] = np.where(inv[..., None], rot_inv, rot)
+    out[..., :3, 3] = np.where(inv, d_inv, d)
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def rigid_inverse(matrix: FloatArray) -> FloatArray:
+    """Inverse of rigid 4×4 matrices (..., 4, 4) without a general solve."""
+    rot = np.swapaxes(matrix[..., :3, :3], -1, -2)
+    out = np.zeros_like(matrix)
+    out[..., :3, :3] = rot
+    out[..., :3, 3] = -np.einsum("...ij,...j->...i", rot, matrix[..., :3, 3])
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def implied_offsets(
+    matrix: FloatArray, isocenter_mm: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """The offset ``(t, r)`` each hypothesis reads from ``M`` (the inverse of :func:`forward`).
+
+    ``matrix`` is (N, 4, 4); ``isocenter_mm`` (N, 3) or ``None`` (translation then taken about
+    the origin, which SPEC section 3 does not compare). Returns ``t`` (N, 48, 3) in mm and
+    ``r`` (N, 48, 3) in degrees, ``r`` indexed by axis and wrapped to (−180, 180].
+    """
+    m = np.asarray(matrix, dtype=np.float64).reshape(-1, 4, 4)
+    n = m.shape[0]
+    c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(isocenter_mm)
+    both = np.stack([m, rigid_inverse(m)], axis=1)  # (N, 2, 4, 4): [direct, inverse]
+    t_corr = both[:, INVERSE_FLAGS.astype(np.int64)]  # (N, 48, 4, 4): the correction T
+    rot = t_corr[..., :3, :3]
+    d = t_corr[..., :3, 3]
+    p = PERMUTATIONS
+    r_iec = p @ rot @ np.swapaxes(p, -1, -2)  # R_iec = P R Pᵀ
+    u = d - c[:, None, :] + np.einsum("nhij,nj->nhi", rot, c)
+    t = np.einsum("hij,nhj->nhi", p, u)  # t = P u
+    r = np.empty((n, len(HYPOTHESES), 3))
+    for k, order in enumerate(ORDERS):
+        cols = np.flatnonzero(ORDER_INDEX == k)
+        mats = r_iec[:, cols].reshape(-1, 3, 3)
+        seq = Rotation.from_matrix(mats).as_euler(order.value, degrees=True)
+        angles = np.empty_like(seq)
+        angles[:, list(order.axis_indices)] = seq
+        r[:, cols] = angles.reshape(n, len(cols), 3)
+    return t, wrap_degrees(r)
+
+
+def rotation_block_error(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``max |RᵀR − I|`` and ``det R`` for (..., 4, 4) matrices (SPEC section 1 checks)."""
+    rot = np.asarray(matrix)[..., :3, :3]
+    gram = np.swapaxes(rot, -1, -2) @ rot
+    err = np.abs(gram - np.eye(3)).max(axis=(-2, -1))
+    return err, np.linalg.det(rot)
+
+
+def displacement_bound_mm(
+    a: FloatArray, b: FloatArray, centre_mm: FloatArray, radius_mm: float
+) -> FloatArray:
+    """``|Δu| + radius · ‖R₁ − R₂‖₂`` for two stacks of affine maps (SPEC section 4).
+
+    ``Δu`` is the difference of the two maps at ``centre_mm`` (the isocenter, or the origin of
+    the rotation when there is none), so the bound holds for every point within ``radius_mm``.
+    ``a`` and ``b`` broadcast to (..., 4, 4); ``centre_mm`` to (..., 3).
+    """
+    da = np.einsum("...ij,...j->...i", a[..., :3, :3], centre_mm) + a[..., :3, 3]
+    db = np.einsum("...ij,...j->...i", b[..., :3, :3], centre_mm) + b[..., :3, 3]
+    shift = np.linalg.norm(da - db, axis=-1)
+    spectral = np.linalg.norm(a[..., :3, :3] - b[..., :3, :3], ord=2, axis=(-2, -1))
+    return shift + radius_mm * spectral

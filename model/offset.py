@@ -1,0 +1,184 @@
+"""Couch offsets and the offset profiles that say where and how a sender reports them.
+
+SPEC section 1 defines the default private block; SPEC section 5 the profiles (units, wrap of
+[0, 360) angles, display precision). Values are converted to mm and wrapped degrees here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from model.errors import InvalidReason, SROError
+
+DEFAULT_PRIVATE_CREATOR = "SRO DECODER RING"
+Vector3 = tuple[float, float, float]
+
+
+class TranslationUnit(str, Enum):
+    """Unit the sender uses for couch translations."""
+
+    MM = "mm"
+    CM = "cm"
+
+    @property
+    def to_mm(self) -> float:
+        return 10.0 if self is TranslationUnit.CM else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """Display precision of the console: the rounding step of each reported value."""
+
+    rotation_step_deg: float = 0.1
+    translation_step_mm: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_step_deg", "translation_step_mm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class CouchOffset:
+    """The 6-DOF couch correction of SPEC section 1, in mm and degrees in (−180, 180]."""
+
+    translation_mm: Vector3
+    rotation_deg: Vector3
+    isocenter_mm: Vector3 | None = None
+    console: str | None = None
+
+    def __post_init__(self) -> None:
+        values = [*self.translation_mm, *self.rotation_deg, *(self.isocenter_mm or ())]
+        if not all(math.isfinite(v) for v in values):
+            raise SROError(InvalidReason.OFFSET_INVALID, "the couch offset has NaN or infinity")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "translation_mm": list(self.translation_mm),
+            "rotation_deg": list(self.rotation_deg),
+            "isocenter_mm": None if self.isocenter_mm is None else list(self.isocenter_mm),
+            "console": self.console,
+        }
+
+
+def wrap_angle(value: float) -> float:
+    """Wrap one angle to (−180, 180] (359.8 means −0.2); values already in range are kept exact."""
+    if -180.0 < value <= 180.0:
+        return value
+    wrapped = math.fmod(value + 180.0, 360.0)
+    if wrapped < 0:
+        wrapped += 360.0
+    wrapped -= 180.0
+    return 180.0 if wrapped == -180.0 else wrapped
+
+
+def _vector(values: Sequence[float], what: str) -> Vector3:
+    if len(values) != 3:
+        raise SROError(InvalidReason.OFFSET_INVALID, f"{what} has {len(values)} values, not 3")
+    out = (float(values[0]), float(values[1]), float(values[2]))
+    if not all(math.isfinite(v) for v in out):
+        raise SROError(InvalidReason.OFFSET_INVALID, f"{what} has NaN or infinity")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetProfile:
+    """How one sender reports its couch offset (SPEC section 5).
+
+    ``group`` of ``None`` searches every odd group for ``private_creator``, as DICOM private
+    blocks are found (PS3.5 section 7.8.1). Element offsets are within the block.
+    """
+
+    name: str = "default"
+    private_creator: str = DEFAULT_PRIVATE_CREATOR
+    group: int | None = None
+    translation_element: int = 0x01
+    rotation_element: int = 0x02
+    isocenter_element: int | None = 0x03
+    console_element: int | None = 0x04
+    translation_unit: TranslationUnit = TranslationUnit.MM
+    wrap_angles: bool = True
+    precision: Precision = field(default_factory=Precision)
+
+    def convert(
+        self,
+        translation: Sequence[float],
+        rotation: Sequence[float],
+        isocenter: Sequence[float] | None = None,
+        console: str | None = None,
+    ) -> CouchOffset:
+        """Apply the profile's unit and angle wrap to raw reported values."""
+        t = _vector(translation, "the couch translation")
+        r = _vector(rotation, "the couch rotation")
+        scale = self.translation_unit.to_mm
+        c = None if isocenter is None else _vector(isocenter, "the isocenter")
+        if self.wrap_angles:
+            r = (wrap_angle(r[0]), wrap_angle(r[1]), wrap_angle(r[2]))
+        return CouchOffset(
+            translation_mm=(t[0] * scale, t[1] * scale, t[2] * scale),
+            rotation_deg=r,
+            isocenter_mm=c,
+            console=console,
+        )
+
+    def extract(self, ds: Dataset) -> CouchOffset | None:
+        """The offset carried in ``ds``, or ``None`` when the private block is absent.
+
+        Raises :class:`SROError` (``OFFSET_INVALID``) when the block is present but malformed.
+        """
+        base = self._find_base(ds)
+        if base is None:
+            return None
+
+        def values(element: int | None) -> list[float] | None:
+            if element is None:
+                return None
+            elem = ds.get(base | element)
+            if elem is None or elem.value is None or elem.VM == 0:
+                return None
+            raw = elem.value
+            try:
+                return [float(v) for v in raw] if elem.VM > 1 else [float(raw)]
+            except (TypeError, ValueError) as exc:
+                raise SROError(
+                    InvalidReason.OFFSET_INVALID,
+                    f"private element ({elem.tag.group:04X},{elem.tag.element:04X}) "
+                    f"is not numeric: {exc}",
+                ) from exc
+
+        translation = values(self.translation_element)
+        rotation = values(self.rotation_element)
+        if translation is None or rotation is None:
+            missing = "translation" if translation is None else "rotation"
+            raise SROError(
+                InvalidReason.OFFSET_INVALID,
+                f"private block '{self.private_creator}' has no couch {missing}",
+            )
+        isocenter = values(self.isocenter_element)
+        console = None
+        if self.console_element is not None and (base | self.console_element) in ds:
+            console = str(ds[base | self.console_element].value)
+        return self.convert(translation, rotation, isocenter, console)
+
+    def _find_base(self, ds: Dataset) -> int | None:
+        for group in self._candidate_groups(ds):
+            for slot in range(0x10, 0x100):
+                elem = ds.get((group << 16) | slot)
+                if elem is not None and str(elem.value).strip() == self.private_creator:
+                    return (group << 16) | (slot << 8)
+        return None
+
+    def _candidate_groups(self, ds: Dataset) -> list[int]:
+        if self.group is not None:
+            return [self.group]
+        return sorted({elem.tag.group for elem in ds if elem.tag.group % 2 == 1})
+
+
+DEFAULT_PROFILE = OffsetProfile()

@@ -1,0 +1,313 @@
+"""Reading and writing Spatial Registration Storage instances (PS3.3 A.39, C.20.2; SPEC section 1).
+
+:func:`read` checks every assumption of SPEC section 1 and turns a dataset into one frozen
+:class:`SpatialRegistration` in one step, or raises :class:`SROError` naming the failed check.
+:func:`write` builds a complete instance with the couch offset in the private block.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.valuerep import format_number_as_ds
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from model.conventions import FloatArray
+from model.errors import InvalidReason, SROError
+from model.geometry import rotation_block_error
+from model.offset import DEFAULT_PRIVATE_CREATOR, DEFAULT_PROFILE, CouchOffset, OffsetProfile
+
+SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
+ORTHONORMAL_TOLERANCE = 1e-4
+BOTTOM_ROW_TOLERANCE = 1e-6
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1433.1"
+UID_PREFIX = "1.2.826.0.1.3680043.10.1433."
+
+Matrix4 = tuple[tuple[float, float, float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SpatialRegistration:
+    """What the decoder needs of one SRO: identity, the effective matrix and the couch offset."""
+
+    sop_instance_uid: str
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    frame_of_reference_uid: str
+    registered_frame_of_reference_uid: str
+    effective_matrix: Matrix4  # M = inv(A_ref) · A_reg, row-major, mm
+    offset: CouchOffset | None
+    patient_id: str | None
+    patient_name: str | None
+    orthonormality_error: float
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def matrix(self) -> FloatArray:
+        return np.array(self.effective_matrix, dtype=np.float64)
+
+
+def _require(ds: Dataset, keyword: str, where: str) -> object:
+    value = getattr(ds, keyword, None) if keyword in ds else None
+    if value is None or value == "" or (isinstance(value, DicomSequence) and len(value) == 0):
+        raise SROError(InvalidReason.MISSING_VALUE, f"{keyword} is missing or empty in {where}")
+    return value
+
+
+def _item_matrix(item: Dataset, index: int) -> FloatArray:
+    """The composed matrix of one Registration Sequence item (PS3.3 C.20.2.1.1)."""
+    where = f"Registration Sequence item {index + 1}"
+    mrs = _require(item, "MatrixRegistrationSequence", where)
+    assert isinstance(mrs, DicomSequence)
+    out = np.eye(4)
+    for mr in mrs:
+        matrices = _require(mr, "MatrixSequence", f"{where} Matrix Registration Sequence")
+        assert isinstance(matrices, DicomSequence)
+        for m_index, m_item in enumerate(matrices):
+            label = f"{where} Matrix Sequence item {m_index + 1}"
+            mtype = str(_require(m_item, "FrameOfReferenceTransformationMatrixType", label))
+            if mtype.strip() != "RIGID":
+                raise SROError(
+                    InvalidReason.MATRIX_TYPE_NOT_RIGID,
+                    f"{label}: Frame of Reference Transformation Matrix Type is {mtype!r}, "
+                    "only RIGID is decoded",
+                )
+            raw = _require(m_item, "FrameOfReferenceTransformationMatrix", label)
+            values = list(raw) if isinstance(raw, Sequence | np.ndarray) else [raw]
+            if len(values) != 16:
+                raise SROError(
+                    InvalidReason.MATRIX_NOT_16_VALUES,
+                    f"{label}: Frame of Reference Transformation Matrix has {len(values)} "
+                    "values, not 16",
+                )
+            try:
+                floats = [float(v) for v in values]
+            except (TypeError, ValueError) as exc:
+                raise SROError(
+                    InvalidReason.MATRIX_NOT_FINITE, f"{label}: a matrix value is not a number"
+                ) from exc
+            if not all(math.isfinite(v) for v in floats):
+                raise SROError(
+                    InvalidReason.MATRIX_NOT_FINITE, f"{label}: the matrix has NaN or infinity"
+                )
+            matrix = np.array(floats).reshape(4, 4)
+            _check_rigid(matrix, label)
+            out = matrix @ out  # items apply in sequence order
+    return out
+
+
+def _check_rigid(matrix: FloatArray, label: str) -> float:
+    bottom = matrix[3]
+    if np.abs(bottom - np.array([0.0, 0.0, 0.0, 1.0])).max() > BOTTOM_ROW_TOLERANCE:
+        raise SROError(
+            InvalidReason.BOTTOM_ROW_INVALID,
+            f"{label}: bottom row is {bottom.tolist()}, not (0, 0, 0, 1)",
+        )
+    err, det = rotation_block_error(matrix)
+    if float(err) > ORTHONORMAL_TOLERANCE:
+        raise SROError(
+            InvalidReason.ROTATION_NOT_ORTHONORMAL,
+            f"{label}: rotation block is not orthonormal (max |RᵀR − I| = {float(err):.3g} "
+            f"> {ORTHONORMAL_TOLERANCE:g})",
+        )
+    if float(det) <= 0:
+        raise SROError(
+            InvalidReason.ROTATION_NOT_PROPER,
+            f"{label}: rotation block has determinant {float(det):.6g} ≤ 0 (a reflection)",
+        )
+    return float(err)
+
+
+def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:
+    """Check ``ds`` against SPEC section 1 and return the typed result, or raise :class:`SROError`."""
+    sop_class = str(getattr(ds, "SOPClassUID", "") or "")
+    if sop_class != SPATIAL_REGISTRATION_STORAGE:
+        raise SROError(
+            InvalidReason.NOT_SPATIAL_REGISTRATION,
+            f"SOP Class UID is {sop_class or 'absent'!r}, not Spatial Registration Storage "
+            f"({SPATIAL_REGISTRATION_STORAGE})",
+        )
+    sop_uid = str(_require(ds, "SOPInstanceUID", "the dataset"))
+    own_frame = str(_require(ds, "FrameOfReferenceUID", "the dataset"))
+    items = _require(ds, "RegistrationSequence", "the dataset")
+    assert isinstance(items, DicomSequence)
+
+    reference: list[FloatArray] = []
+    registered: list[tuple[str, FloatArray]] = []
+    for index, item in enumerate(items):
+        frame = str(_require(item, "FrameOfReferenceUID", f"Registration Sequence item {index + 1}"))
+        matrix = _item_matrix(item, index)
+        if frame == own_frame:
+            reference.append(matrix)
+        else:
+            registered.append((frame, matrix))
+    if not registered:
+        raise SROError(
+            InvalidReason.NO_REGISTERED_ITEM,
+            "no Registration Sequence item has a Frame of Reference UID other than the SRO's own",
+        )
+    if len(registered) > 1:
+        raise SROError(
+            InvalidReason.MULTIPLE_REGISTERED_ITEMS,
+            f"{len(registered)} registered items; exactly one is expected",
+        )
+    if len(reference) > 1:
+        raise SROError(
+            InvalidReason.MULTIPLE_REFERENCE_ITEMS,
+            f"{len(reference)} items carry the SRO's own Frame of Reference UID; at most one is "
+            "expected",
+        )
+    a_ref = reference[0] if reference else np.eye(4)
+    frame, a_reg = registered[0]
+    effective = np.linalg.solve(a_ref, a_reg)
+    effective[3] = (0.0, 0.0, 0.0, 1.0)
+    err = _check_rigid(effective, "effective matrix inv(A_ref)·A_reg")
+
+    warnings: list[str] = []
+    if not reference:
+        warnings.append("no reference item: A_ref taken as identity")
+    offset = profile.extract(ds)
+    patient_name = ds.get("PatientName")
+    return SpatialRegistration(
+        sop_instance_uid=sop_uid,
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")) or None,
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")) or None,
+        frame_of_reference_uid=own_frame,
+        registered_frame_of_reference_uid=frame,
+        effective_matrix=tuple(tuple(float(v) for v in row) for row in effective),  # type: ignore[misc]
+        offset=offset,
+        patient_id=str(ds.get("PatientID", "")) or None,
+        patient_name=None if patient_name is None else str(patient_name),
+        orthonormality_error=err,
+        warnings=tuple(warnings),
+    )
+
+
+def ds_round(matrix: FloatArray, digits: int = 15) -> FloatArray:
+    """The values a reader gets back from :func:`write`'s DS strings (the matrix's DS noise)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    return np.array([float(v) for v in _ds_values(m, digits)]).reshape(m.shape)
+
+
+def _ds_values(matrix: FloatArray, digits: int) -> list[str]:
+    """Format matrix values as DS strings of at most 16 characters (PS3.5 6.2)."""
+    out = []
+    for v in np.asarray(matrix, dtype=np.float64).ravel():
+        value = float(f"{v:.{digits}g}")
+        text = format_number_as_ds(0.0 if value == 0 else value)
+        out.append(text)
+    return out
+
+
+def _matrix_item(frame_uid: str, matrix: FloatArray, digits: int, comment: str) -> Dataset:
+    m_item = Dataset()
+    m_item.FrameOfReferenceTransformationMatrix = _ds_values(matrix, digits)
+    m_item.FrameOfReferenceTransformationMatrixType = "RIGID"
+    mr = Dataset()
+    mr.MatrixSequence = DicomSequence([m_item])
+    mr.RegistrationTypeCodeSequence = DicomSequence([])
+    mr.FrameOfReferenceTransformationComment = comment
+    item = Dataset()
+    item.FrameOfReferenceUID = frame_uid
+    item.MatrixRegistrationSequence = DicomSequence([mr])
+    return item
+
+
+def new_uid() -> str:
+    return generate_uid(prefix=UID_PREFIX)
+
+
+def write(
+    matrix: FloatArray,
+    offset: CouchOffset | None,
+    *,
+    sop_instance_uid: str | None = None,
+    patient_id: str = "SYNTH0001",
+    patient_name: str = "SYNTHETIC^PATIENT",
+    study_instance_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    registered_frame_of_reference_uid: str | None = None,
+    include_reference_item: bool = True,
+    matrix_digits: int = 15,
+    content_datetime: dt.datetime | None = None,
+    station_name: str | None = None,
+    translation_scale: float = 1.0,
+    private_creator: str = DEFAULT_PRIVATE_CREATOR,
+) -> Dataset:
+    """A complete Spatial Registration Storage instance (PS3.3 A.39.1) with file meta.
+
+    ``matrix`` maps the registered (CBCT) frame into the SRO's own (planning) frame. The offset,
+    if any, goes into the private block of SPEC section 1, its translation multiplied by
+    ``translation_scale`` (0.1 writes centimetres for a cm profile).
+    """
+    when = content_datetime or dt.datetime.now(dt.UTC)
+    sop_uid = sop_instance_uid or new_uid()
+    own_frame = frame_of_reference_uid or new_uid()
+    reg_frame = registered_frame_of_reference_uid or new_uid()
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = SPATIAL_REGISTRATION_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate = when.strftime("%Y%m%d")
+    ds.InstanceCreationTime = when.strftime("%H%M%S")
+    # Patient (C.7.1.1)
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    # General Study (C.7.2.1)
+    ds.StudyInstanceUID = study_instance_uid or new_uid()
+    ds.StudyDate = when.strftime("%Y%m%d")
+    ds.StudyTime = when.strftime("%H%M%S")
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    # General Series (C.7.3.1) and Spatial Registration Series (C.20.1)
+    ds.Modality = "REG"
+    ds.SeriesInstanceUID = new_uid()
+    ds.SeriesNumber = 1
+    ds.BodyPartExamined = "HEAD"
+    # Frame of Reference (C.7.4.1)
+    ds.FrameOfReferenceUID = own_frame
+    ds.PositionReferenceIndicator = ""
+    # General Equipment (C.7.5.1)
+    ds.Manufacturer = "SRO Decoder Ring"
+    if station_name:
+        ds.StationName = station_name
+    # Spatial Registration (C.20.2)
+    ds.ContentDate = when.strftime("%Y%m%d")
+    ds.ContentTime = when.strftime("%H%M%S")
+    ds.InstanceNumber = 1
+    ds.ContentLabel = "IGRT_CORRECTION"
+    ds.ContentDescription = "Couch correction registration"
+    ds.ContentCreatorName = ""
+    items = []
+    if include_reference_item:
+        items.append(_matrix_item(own_frame, np.eye(4), matrix_digits, "Reference"))
+    items.append(_matrix_item(reg_frame, np.asarray(matrix), matrix_digits, "Correction"))
+    ds.RegistrationSequence = DicomSequence(items)
+
+    if offset is not None:
+        block = ds.private_block(0x0071, private_creator, create=True)
+        block.add_new(0x01, "FD", [v * translation_scale for v in offset.translation_mm])
+        block.add_new(0x02, "FD", list(offset.rotation_deg))
+        if offset.isocenter_mm is not None:
+            block.add_new(0x03, "FD", list(offset.isocenter_mm))
+        if offset.console:
+            block.add_new(0x04, "LO", offset.console)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = "SRO_DECODER_01"
+    ds.file_meta = meta
+    return ds
