@@ -7,6 +7,7 @@ SPEC section 1 defines the default private block; SPEC section 5 the profiles (u
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -144,6 +145,14 @@ class OffsetProfile:
             if elem is None or elem.value is None or elem.VM == 0:
                 return None
             raw = elem.value
+            if isinstance(raw, bytes):  # implicit VR or UN (PS3.5 6.2.2): FD, little endian
+                if len(raw) % 8:
+                    raise SROError(
+                        InvalidReason.OFFSET_INVALID,
+                        f"private element ({elem.tag.group:04X},{elem.tag.element:04X}) has "
+                        f"{len(raw)} bytes, not a whole number of FD values",
+                    )
+                return list(struct.unpack(f"<{len(raw) // 8}d", raw))
             try:
                 return [float(v) for v in raw] if elem.VM > 1 else [float(raw)]
             except (TypeError, ValueError) as exc:
@@ -164,7 +173,10 @@ class OffsetProfile:
         isocenter = values(self.isocenter_element)
         console = None
         if self.console_element is not None and (base | self.console_element) in ds:
-            console = str(ds[base | self.console_element].value)
+            value = ds[base | self.console_element].value
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            console = str(value).strip() or None
         return self.convert(translation, rotation, isocenter, console)
 
     def _find_base(self, ds: Dataset) -> int | None:

@@ -106,7 +106,8 @@ class SynthSet:
 def round_to_step(values: FloatArray, step: float | FloatArray) -> FloatArray:
     """Display rounding: the nearest multiple of ``step`` (half away from zero)."""
     q = np.asarray(values) / step
-    return np.sign(q) * np.floor(np.abs(q) + 0.5) * step
+    # the last round() removes binary noise (6.6000000000000005 is written as 6.6)
+    return np.round(np.sign(q) * np.floor(np.abs(q) + 0.5) * step, 10)
 
 
 def _correction(
@@ -145,10 +146,10 @@ def generate(config: SynthConfig) -> SynthSet:
     patient_console = rng.integers(0, config.n_consoles, n_patients)
     patient_position = rng.choice(len(positions), n_patients, p=weights / weights.sum())
     # isocenter inside the body, LPS mm: lateral, AP and along the couch
-    patient_iso = np.column_stack(
+    patient_iso = np.round(np.column_stack(
         [rng.uniform(-80, 80, n_patients), rng.uniform(-60, 80, n_patients),
          rng.uniform(-600, 200, n_patients)]
-    )
+    ), 1)  # consoles report the isocenter to 0.1 mm
     patient_has_iso = rng.random(n_patients) < config.isocenter_fraction
 
     rr = config.rotation_range_deg

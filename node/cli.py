@@ -12,13 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from model import __version__
+from node.commands.common import UsageError
 
 #: Subcommand modules under ``node.commands``, in the order ``--help`` lists them.
 COMMANDS = ("serve", "decode", "audit", "synth", "train", "evaluate")
-
-
-class UsageError(Exception):
-    """A command-line value that parses but makes no sense; exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits with status 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

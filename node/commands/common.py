@@ -6,6 +6,10 @@ import argparse
 import math
 
 
+class UsageError(Exception):
+    """A command-line value that parses but makes no sense; exit status 2."""
+
+
 def floats(count: int):  # type: ignore[no-untyped-def]
     """An argparse type for ``count`` comma-separated finite numbers."""
 

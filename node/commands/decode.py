@@ -10,7 +10,7 @@ from model.decision import DecisionPolicy, DecodeRecord
 from model.offset import DEFAULT_PROFILE, OffsetProfile, Precision, TranslationUnit
 from model.pipeline import DecodeOptions, decode_files, expand_paths
 from model.registry import UnknownModelError, load_decoder
-from node.commands.common import add_profile_arguments, floats
+from node.commands.common import UsageError, add_profile_arguments, floats
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,8 +67,6 @@ def _summary(record: DecodeRecord) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from node.cli import UsageError
-
     try:
         decoder = load_decoder(args.model)
     except UnknownModelError as exc:
