@@ -12,6 +12,7 @@ physical limit the learned model is measured against.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from scipy.special import log_ndtr, logsumexp
 

@@ -29,7 +29,7 @@ class RotationOrder(str, Enum):
 
     @property
     def intrinsic_alias(self) -> str:
-        """The intrinsic sequence giving the same matrix (extrinsic ``xyz`` is intrinsic ``ZYX``)."""
+        """The intrinsic sequence with the same matrix (extrinsic ``xyz`` is intrinsic ``ZYX``)."""
         return self.value[::-1].upper()
 
     @property

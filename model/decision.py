@@ -181,7 +181,7 @@ def no_offset_record(
 
 
 def credible_sets(posterior: np.ndarray, mass: float) -> list[np.ndarray]:
-    """Indices of the fewest hypotheses holding ``mass`` of each posterior row, most probable first."""
+    """The fewest hypotheses holding ``mass`` of each posterior row, most probable first."""
     order = np.argsort(-posterior, axis=1, kind="stable")
     sorted_p = np.take_along_axis(posterior, order, axis=1)
     cum = np.cumsum(sorted_p, axis=1)

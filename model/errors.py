@@ -1,4 +1,4 @@
-"""The one error type for SROs that cannot be decoded, with a stable code per SPEC section 1 check."""
+"""The one error type for SROs that cannot be decoded, a stable code per SPEC section 1 check."""
 
 from __future__ import annotations
 

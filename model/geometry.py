@@ -6,6 +6,7 @@ Shapes: ``N`` inputs, ``H = 48`` hypotheses. Angles are degrees, lengths millime
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.spatial.transform import Rotation
 
 from model.conventions import (
@@ -60,9 +61,9 @@ def iec_rotations(rotation_deg: FloatArray) -> FloatArray:
 
 
 def forward(
-    translation_mm: FloatArray,
-    rotation_deg: FloatArray,
-    isocenter_mm: FloatArray | None = None,
+    translation_mm: ArrayLike,
+    rotation_deg: ArrayLike,
+    isocenter_mm: ArrayLike | None = None,
 ) -> FloatArray:
     """The matrix ``M`` each hypothesis predicts from an offset (SPEC section 3).
 
@@ -72,7 +73,7 @@ def forward(
     t = np.atleast_2d(np.asarray(translation_mm, dtype=np.float64))
     r = np.atleast_2d(np.asarray(rotation_deg, dtype=np.float64))
     n = t.shape[0]
-    c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(isocenter_mm)
+    c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(np.asarray(isocenter_mm, float))
     r_iec = iec_rotations(r)[:, ORDER_INDEX]  # (N, 48, 3, 3)
     p = PERMUTATIONS  # (48, 3, 3)
     pt = np.swapaxes(p, -1, -2)
@@ -100,7 +101,7 @@ def rigid_inverse(matrix: FloatArray) -> FloatArray:
 
 
 def implied_offsets(
-    matrix: FloatArray, isocenter_mm: FloatArray | None = None
+    matrix: ArrayLike, isocenter_mm: ArrayLike | None = None
 ) -> tuple[FloatArray, FloatArray]:
     """The offset ``(t, r)`` each hypothesis reads from ``M`` (the inverse of :func:`forward`).
 
@@ -110,7 +111,7 @@ def implied_offsets(
     """
     m = np.asarray(matrix, dtype=np.float64).reshape(-1, 4, 4)
     n = m.shape[0]
-    c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(isocenter_mm)
+    c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(np.asarray(isocenter_mm, float))
     both = np.stack([m, rigid_inverse(m)], axis=1)  # (N, 2, 4, 4): [direct, inverse]
     t_corr = both[:, INVERSE_FLAGS.astype(np.int64)]  # (N, 48, 4, 4): the correction T
     rot = t_corr[..., :3, :3]
@@ -121,7 +122,7 @@ def implied_offsets(
     t = np.einsum("hij,nhj->nhi", p, u)  # t = P u
     r = np.empty((n, len(HYPOTHESES), 3))
     for k, order in enumerate(ORDERS):
-        cols = np.flatnonzero(ORDER_INDEX == k)
+        cols = np.flatnonzero(k == ORDER_INDEX)
         mats = r_iec[:, cols].reshape(-1, 3, 3)
         seq = Rotation.from_matrix(mats).as_euler(order.value, degrees=True)
         angles = np.empty_like(seq)

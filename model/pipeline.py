@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -28,7 +28,7 @@ class DecodeOptions:
     """Per-call settings: the offset profile (with precision), overrides, decision policy."""
 
     profile: OffsetProfile = DEFAULT_PROFILE
-    policy: DecisionPolicy = DecisionPolicy()
+    policy: DecisionPolicy = field(default_factory=DecisionPolicy)
     offset_override: CouchOffset | None = None
     isocenter_override: tuple[float, float, float] | None = None
 
@@ -64,7 +64,10 @@ def _prepare(
         offset = dataclasses.replace(offset, isocenter_mm=options.isocenter_override)
     if offset is None:
         return None, no_offset_record(
-            decoder.info, reg.matrix, path=path, sop_instance_uid=reg.sop_instance_uid,
+            decoder.info,
+            reg.matrix,
+            path=path,
+            sop_instance_uid=reg.sop_instance_uid,
             warnings=reg.warnings,
         )
     return dataclasses.replace(reg, offset=offset), None

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from model.conventions import FloatArray
 from model.errors import InvalidReason, SROError
@@ -87,7 +87,7 @@ def _item_matrix(item: Dataset, index: int) -> FloatArray:
                     "values, not 16",
                 )
             try:
-                floats = [float(v) for v in values]
+                floats = [float(v) for v in values]  # type: ignore[arg-type]
             except (TypeError, ValueError) as exc:
                 raise SROError(
                     InvalidReason.MATRIX_NOT_FINITE, f"{label}: a matrix value is not a number"
@@ -102,7 +102,7 @@ def _item_matrix(item: Dataset, index: int) -> FloatArray:
     return out
 
 
-def _check_rigid(matrix: FloatArray, label: str) -> float:
+def _check_rigid(matrix: np.ndarray, label: str) -> float:
     bottom = matrix[3]
     if np.abs(bottom - np.array([0.0, 0.0, 0.0, 1.0])).max() > BOTTOM_ROW_TOLERANCE:
         raise SROError(
@@ -125,7 +125,7 @@ def _check_rigid(matrix: FloatArray, label: str) -> float:
 
 
 def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:
-    """Check ``ds`` against SPEC section 1 and return the typed result, or raise :class:`SROError`."""
+    """Check ``ds`` against SPEC section 1; return the typed result or raise :class:`SROError`."""
     sop_class = str(getattr(ds, "SOPClassUID", "") or "")
     if sop_class != SPATIAL_REGISTRATION_STORAGE:
         raise SROError(
@@ -141,7 +141,9 @@ def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegist
     reference: list[FloatArray] = []
     registered: list[tuple[str, FloatArray]] = []
     for index, item in enumerate(items):
-        frame = str(_require(item, "FrameOfReferenceUID", f"Registration Sequence item {index + 1}"))
+        frame = str(
+            _require(item, "FrameOfReferenceUID", f"Registration Sequence item {index + 1}")
+        )
         matrix = _item_matrix(item, index)
         if frame == own_frame:
             reference.append(matrix)
@@ -220,7 +222,7 @@ def _matrix_item(frame_uid: str, matrix: FloatArray, digits: int, comment: str) 
 
 
 def new_uid() -> str:
-    return generate_uid(prefix=UID_PREFIX)
+    return str(generate_uid(prefix=UID_PREFIX))
 
 
 def write(
@@ -247,9 +249,9 @@ def write(
     ``translation_scale`` (0.1 writes centimetres for a cm profile).
     """
     when = content_datetime or dt.datetime.now(dt.UTC)
-    sop_uid = sop_instance_uid or new_uid()
-    own_frame = frame_of_reference_uid or new_uid()
-    reg_frame = registered_frame_of_reference_uid or new_uid()
+    sop_uid = str(sop_instance_uid or new_uid())
+    own_frame = str(frame_of_reference_uid or new_uid())
+    reg_frame = str(registered_frame_of_reference_uid or new_uid())
 
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -304,10 +306,10 @@ def write(
             block.add_new(0x04, "LO", offset.console)
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(SPATIAL_REGISTRATION_STORAGE)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = "SRO_DECODER_01"
     ds.file_meta = meta
     return ds

@@ -146,16 +146,24 @@ def generate(config: SynthConfig) -> SynthSet:
     patient_console = rng.integers(0, config.n_consoles, n_patients)
     patient_position = rng.choice(len(positions), n_patients, p=weights / weights.sum())
     # isocenter inside the body, LPS mm: lateral, AP and along the couch
-    patient_iso = np.round(np.column_stack(
-        [rng.uniform(-80, 80, n_patients), rng.uniform(-60, 80, n_patients),
-         rng.uniform(-600, 200, n_patients)]
-    ), 1)  # consoles report the isocenter to 0.1 mm
+    patient_iso = np.round(
+        np.column_stack(
+            [
+                rng.uniform(-80, 80, n_patients),
+                rng.uniform(-60, 80, n_patients),
+                rng.uniform(-600, 200, n_patients),
+            ]
+        ),
+        1,
+    )  # consoles report the isocenter to 0.1 mm
     patient_has_iso = rng.random(n_patients) < config.isocenter_fraction
 
     rr = config.rotation_range_deg
     true_r = rng.uniform(-rr, rr, (n, 3))
     true_t = np.clip(
-        rng.normal(0.0, config.shift_sigma_mm, (n, 3)), -config.shift_limit_mm, config.shift_limit_mm
+        rng.normal(0.0, config.shift_sigma_mm, (n, 3)),
+        -config.shift_limit_mm,
+        config.shift_limit_mm,
     )
     console = patient_console[patient]
     iso = patient_iso[patient]
@@ -287,4 +295,3 @@ def write_set(data: SynthSet, out_dir: Path) -> Path:
 
 def _vec(values: Sequence[float] | FloatArray) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
-

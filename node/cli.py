@@ -21,7 +21,7 @@ COMMANDS = ("serve", "decode", "audit", "synth", "train", "evaluate")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sro-decoder",
-        description="Decode the convention of DICOM Spatial Registration Objects from IGRT consoles.",
+        description="Decode the convention of DICOM Spatial Registration Objects (IGRT).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

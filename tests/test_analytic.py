@@ -45,8 +45,10 @@ def _confident_wrong(data: SynthSet, records: list[DecodeRecord], tolerance: flo
         if rec.decision is DecisionKind.CONFIDENT and data.truth[j] >= 0:
             assert rec.convention is not None
             d = displacement_bound_mm(
-                predicted[j, rec.convention.index], predicted[j, data.truth[j]],
-                b.isocenter_mm[j], 100.0,
+                predicted[j, rec.convention.index],
+                predicted[j, data.truth[j]],
+                b.isocenter_mm[j],
+                100.0,
             )
             wrong += int(d > tolerance)
     return wrong
@@ -112,7 +114,9 @@ def test_posterior_is_uniform_over_explaining_hypotheses() -> None:
 
 def test_ambiguity_at_coarse_precision_and_tight_tolerance() -> None:
     """At 1°/1 mm and 0.25 mm tolerance, order confusions exceed tolerance: flagged, never wrong."""
-    data = generate(SynthConfig(n=500, seed=107, precision=Precision(1.0, 1.0), rotation_range_deg=10))
+    data = generate(
+        SynthConfig(n=500, seed=107, precision=Precision(1.0, 1.0), rotation_range_deg=10)
+    )
     records = _decode(data, DecisionPolicy(tolerance_mm=0.25))
     kinds = {r.decision for r in records}
     assert DecisionKind.AMBIGUOUS in kinds

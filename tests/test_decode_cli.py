@@ -60,8 +60,18 @@ def test_record_fields(sro_file: Path) -> None:
     proc = _run("decode", "--json", "--model", "analytic", str(sro_file))
     assert proc.returncode == 0, proc.stderr
     (rec,) = _lines(proc.stdout)
-    for key in ("path", "sop_instance_uid", "decision", "reason", "convention", "probability",
-                "alternatives", "energy", "residual", "model"):
+    for key in (
+        "path",
+        "sop_instance_uid",
+        "decision",
+        "reason",
+        "convention",
+        "probability",
+        "alternatives",
+        "energy",
+        "residual",
+        "model",
+    ):
         assert key in rec
     assert rec["decision"] == "confident"
     conv = Convention.from_dict(rec["convention"])
@@ -90,7 +100,9 @@ def test_unreadable_and_invalid_files_are_records_not_tracebacks(
     assert proc.returncode == 1  # one file could not be read at all
     assert "Traceback" not in proc.stderr
     a, b, c = _lines(proc.stdout)
-    assert a["decision"] == "invalid" and a["reason_code"] == "unreadable" and a["convention"] is None
+    assert (
+        a["decision"] == "invalid" and a["reason_code"] == "unreadable" and a["convention"] is None
+    )
     assert b["decision"] == "invalid" and b["reason_code"] == "matrix_type_not_rigid"
     assert "AFFINE" in b["reason"] and b["residual"] is None and b["probability"] is None
     assert c["decision"] == "confident"
@@ -120,14 +132,32 @@ def test_offset_flag_overrides_private_block(tmp_path: Path, offset: CouchOffset
     write(m, None).save_as(tmp_path / "x.dcm", enforce_file_format=True)
     t, r, c = offset.translation_mm, offset.rotation_deg, offset.isocenter_mm
     assert c is not None
-    proc = _run("decode", "--json", "--model", "analytic", str(tmp_path / "x.dcm"),
-                "--offset", ",".join(map(str, (*t, *r))), "--isocenter", ",".join(map(str, c)))
+    proc = _run(
+        "decode",
+        "--json",
+        "--model",
+        "analytic",
+        str(tmp_path / "x.dcm"),
+        "--offset",
+        ",".join(map(str, (*t, *r))),
+        "--isocenter",
+        ",".join(map(str, c)),
+    )
     (rec,) = _lines(proc.stdout)
     assert rec["decision"] == "confident"
     assert rec["convention"]["order"] == "xyz"
     # the wrong isocenter makes the translation disagree: nothing explains it
-    proc = _run("decode", "--json", "--model", "analytic", str(tmp_path / "x.dcm"),
-                "--offset", ",".join(map(str, (*t, *r))), "--isocenter", "0,0,0")
+    proc = _run(
+        "decode",
+        "--json",
+        "--model",
+        "analytic",
+        str(tmp_path / "x.dcm"),
+        "--offset",
+        ",".join(map(str, (*t, *r))),
+        "--isocenter",
+        "0,0,0",
+    )
     assert _lines(proc.stdout)[0]["decision"] == "out_of_distribution"
 
 
@@ -137,8 +167,17 @@ def test_wrapped_angles_and_centimetres(tmp_path: Path) -> None:
     m = forward([t], [r], [c])[0, 10]
     reported = CouchOffset((1.2, -0.4, 0.3), (359.8, 1.5, 358.0), c)
     write(m, reported).save_as(tmp_path / "xvi.dcm", enforce_file_format=True)
-    proc = _run("decode", "--json", "--model", "analytic", "--translation-unit", "cm",
-                "--translation-step", "1.0", str(tmp_path / "xvi.dcm"))
+    proc = _run(
+        "decode",
+        "--json",
+        "--model",
+        "analytic",
+        "--translation-unit",
+        "cm",
+        "--translation-step",
+        "1.0",
+        str(tmp_path / "xvi.dcm"),
+    )
     (rec,) = _lines(proc.stdout)
     assert rec["decision"] == "confident", rec["reason"]
     assert rec["offset"]["rotation_deg"] == pytest.approx([-0.2, 1.5, -2.0])
@@ -150,8 +189,12 @@ def test_wrapped_angles_and_centimetres(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--model", "nonsense"], ["--offset", "1,2,3"], ["--rotation-step", "0"],
-     ["--tolerance-mm", "-1"]],
+    [
+        ["--model", "nonsense"],
+        ["--offset", "1,2,3"],
+        ["--rotation-step", "0"],
+        ["--tolerance-mm", "-1"],
+    ],
 )
 def test_usage_errors_exit_2(sro_file: Path, args: list[str]) -> None:
     proc = _run("decode", *args, str(sro_file))
@@ -160,8 +203,20 @@ def test_usage_errors_exit_2(sro_file: Path, args: list[str]) -> None:
 
 
 def test_synth_command_writes_files_and_truth(tmp_path: Path) -> None:
-    proc = _run("synth", "--n", "12", "--out", str(tmp_path), "--seed", "5",
-                "--corrupt-fraction", "0.5", "--rotation-range", "10", "--no-isocenter")
+    proc = _run(
+        "synth",
+        "--n",
+        "12",
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "5",
+        "--corrupt-fraction",
+        "0.5",
+        "--rotation-range",
+        "10",
+        "--no-isocenter",
+    )
     assert proc.returncode == 0, proc.stderr
     truth = [json.loads(x) for x in (tmp_path / "truth.jsonl").read_text().splitlines()]
     assert len(truth) == 12 == len(list(tmp_path.glob("*.dcm")))
@@ -170,7 +225,19 @@ def test_synth_command_writes_files_and_truth(tmp_path: Path) -> None:
     assert {"file", "sop_instance_uid", "convention", "offset", "precision"} <= set(truth[0])
     # same seed, same data
     again = tmp_path / "again"
-    _run("synth", "--n", "12", "--out", str(again), "--seed", "5",
-         "--corrupt-fraction", "0.5", "--rotation-range", "10", "--no-isocenter")
+    _run(
+        "synth",
+        "--n",
+        "12",
+        "--out",
+        str(again),
+        "--seed",
+        "5",
+        "--corrupt-fraction",
+        "0.5",
+        "--rotation-range",
+        "10",
+        "--no-isocenter",
+    )
     truth2 = [json.loads(x) for x in (again / "truth.jsonl").read_text().splitlines()]
     assert [t["offset"] for t in truth] == [t["offset"] for t in truth2]

@@ -27,7 +27,14 @@ vec3 = lambda s: st.tuples(s, s, s)  # noqa: E731
 def test_48_distinct_hypotheses() -> None:
     assert len(HYPOTHESES) == 48
     assert len(set(HYPOTHESES)) == 48
-    assert {h.order.intrinsic_alias for h in HYPOTHESES} == {"ZYX", "YZX", "ZXY", "XZY", "YXZ", "XYZ"}
+    assert {h.order.intrinsic_alias for h in HYPOTHESES} == {
+        "ZYX",
+        "YZX",
+        "ZXY",
+        "XZY",
+        "YXZ",
+        "XYZ",
+    }
 
 
 @pytest.mark.parametrize("position", list(PatientPosition))
@@ -122,8 +129,9 @@ def test_rigid_inverse() -> None:
 
 
 def test_wrap_degrees() -> None:
-    assert np.allclose(wrap_degrees(np.array([359.8, 180.0, -180.0, 540.0, 0.2])),
-                       [-0.2, 180.0, 180.0, 180.0, 0.2])
+    assert np.allclose(
+        wrap_degrees(np.array([359.8, 180.0, -180.0, 540.0, 0.2])), [-0.2, 180.0, 180.0, 180.0, 0.2]
+    )
 
 
 def test_displacement_bound_is_an_upper_bound() -> None:

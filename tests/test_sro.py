@@ -234,7 +234,9 @@ def test_dciodvfy_catches_a_broken_file(valid_sro: Dataset, tmp_path: Path) -> N
     assert any(line.startswith("Error") for line in (out.stdout + out.stderr).splitlines())
 
 
-def test_offset_read_from_implicit_vr_file(valid_sro: Dataset, offset: CouchOffset, tmp_path: Path) -> None:
+def test_offset_read_from_implicit_vr_file(
+    valid_sro: Dataset, offset: CouchOffset, tmp_path: Path
+) -> None:
     """Private FD elements arrive as raw bytes in Implicit VR Little Endian; they still decode."""
     from pydicom.uid import ImplicitVRLittleEndian
 

@@ -16,7 +16,9 @@ def floats(count: int):  # type: ignore[no-untyped-def]
     def parse(text: str) -> tuple[float, ...]:
         parts = [p.strip() for p in text.split(",")]
         if len(parts) != count:
-            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {count} comma-separated numbers, got {text!r}"
+            )
         try:
             values = tuple(float(p) for p in parts)
         except ValueError as exc:
@@ -40,13 +42,37 @@ def positive_float(text: str) -> float:
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of SPEC section 5's offset profile and decision policy."""
-    parser.add_argument("--rotation-step", type=positive_float, default=None, metavar="DEG",
-                        help="display precision of rotations (default 0.1)")
-    parser.add_argument("--translation-step", type=positive_float, default=None, metavar="MM",
-                        help="display precision of translations in mm (default 0.1)")
-    parser.add_argument("--translation-unit", choices=("mm", "cm"), default=None,
-                        help="unit of the reported translation (default mm)")
-    parser.add_argument("--tolerance-mm", type=positive_float, default=None, metavar="MM",
-                        help="clinical-equivalence tolerance (default 1.0)")
-    parser.add_argument("--radius-mm", type=positive_float, default=None, metavar="MM",
-                        help="radius around the isocenter for equivalence (default 100)")
+    parser.add_argument(
+        "--rotation-step",
+        type=positive_float,
+        default=None,
+        metavar="DEG",
+        help="display precision of rotations (default 0.1)",
+    )
+    parser.add_argument(
+        "--translation-step",
+        type=positive_float,
+        default=None,
+        metavar="MM",
+        help="display precision of translations in mm (default 0.1)",
+    )
+    parser.add_argument(
+        "--translation-unit",
+        choices=("mm", "cm"),
+        default=None,
+        help="unit of the reported translation (default mm)",
+    )
+    parser.add_argument(
+        "--tolerance-mm",
+        type=positive_float,
+        default=None,
+        metavar="MM",
+        help="clinical-equivalence tolerance (default 1.0)",
+    )
+    parser.add_argument(
+        "--radius-mm",
+        type=positive_float,
+        default=None,
+        metavar="MM",
+        help="radius around the isocenter for equivalence (default 100)",
+    )

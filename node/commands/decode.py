@@ -13,31 +13,55 @@ from model.registry import UnknownModelError, load_decoder
 from node.commands.common import UsageError, add_profile_arguments, floats
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="decode SRO files or folders")
     p.add_argument("paths", nargs="+", metavar="PATH", help="an SRO file or a folder of .dcm files")
     p.add_argument("--json", action="store_true", help="one JSON object per SRO per line")
-    p.add_argument("--model", default=None, metavar="ebm|analytic|WEIGHTS_FILE",
-                   help="decoder to use (default: the shipped model)")
-    p.add_argument("--offset", type=floats(6), default=None, metavar="TX,TY,TZ,RX,RY,RZ",
-                   help="couch offset (mm, degrees), overriding the private block")
-    p.add_argument("--isocenter", type=floats(3), default=None, metavar="CX,CY,CZ",
-                   help="isocenter in mm (patient coordinates), overriding the private block")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ebm|analytic|WEIGHTS_FILE",
+        help="decoder to use (default: the shipped model)",
+    )
+    p.add_argument(
+        "--offset",
+        type=floats(6),
+        default=None,
+        metavar="TX,TY,TZ,RX,RY,RZ",
+        help="couch offset (mm, degrees), overriding the private block",
+    )
+    p.add_argument(
+        "--isocenter",
+        type=floats(3),
+        default=None,
+        metavar="CX,CY,CZ",
+        help="isocenter in mm (patient coordinates), overriding the private block",
+    )
     add_profile_arguments(p)
     p.set_defaults(func=run)
 
 
-def options_from_args(args: argparse.Namespace, base: OffsetProfile = DEFAULT_PROFILE) -> DecodeOptions:
+def options_from_args(
+    args: argparse.Namespace, base: OffsetProfile = DEFAULT_PROFILE
+) -> DecodeOptions:
     precision = Precision(
         rotation_step_deg=args.rotation_step or base.precision.rotation_step_deg,
         translation_step_mm=args.translation_step or base.precision.translation_step_mm,
     )
-    unit = TranslationUnit(args.translation_unit) if args.translation_unit else base.translation_unit
+    unit = (
+        TranslationUnit(args.translation_unit) if args.translation_unit else base.translation_unit
+    )
     profile = OffsetProfile(
-        name=base.name, private_creator=base.private_creator, group=base.group,
-        translation_element=base.translation_element, rotation_element=base.rotation_element,
-        isocenter_element=base.isocenter_element, console_element=base.console_element,
-        translation_unit=unit, wrap_angles=base.wrap_angles, precision=precision,
+        name=base.name,
+        private_creator=base.private_creator,
+        group=base.group,
+        translation_element=base.translation_element,
+        rotation_element=base.rotation_element,
+        isocenter_element=base.isocenter_element,
+        console_element=base.console_element,
+        translation_unit=unit,
+        wrap_angles=base.wrap_angles,
+        precision=precision,
     )
     policy = DecisionPolicy(
         tolerance_mm=args.tolerance_mm or DecisionPolicy().tolerance_mm,

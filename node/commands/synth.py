@@ -17,25 +17,52 @@ def _fraction(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write synthetic SROs with a truth.jsonl")
     p.add_argument("--n", type=int, required=True, help="number of SROs")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rotation-range", type=positive_float, default=3.0, metavar="DEG",
-                   help="couch rotations drawn within ±DEG (default 3)")
-    p.add_argument("--rotation-step", type=positive_float, default=0.1, metavar="DEG",
-                   help="display precision of rotations (default 0.1)")
-    p.add_argument("--translation-step", type=positive_float, default=0.1, metavar="MM",
-                   help="display precision of translations (default 0.1)")
-    p.add_argument("--no-isocenter", action="store_true",
-                   help="leave the isocenter out of every offset")
-    p.add_argument("--isocenter-fraction", type=_fraction, default=None,
-                   help="share of patients whose offsets carry the isocenter (default 1)")
-    p.add_argument("--corrupt-fraction", type=_fraction, default=0.0,
-                   help="share of cases corrupted the way real errors happen (labelled)")
-    p.add_argument("--corruptions", default=",".join(c.value for c in Corruption),
-                   help="comma-separated corruption kinds to draw from")
+    p.add_argument(
+        "--rotation-range",
+        type=positive_float,
+        default=3.0,
+        metavar="DEG",
+        help="couch rotations drawn within ±DEG (default 3)",
+    )
+    p.add_argument(
+        "--rotation-step",
+        type=positive_float,
+        default=0.1,
+        metavar="DEG",
+        help="display precision of rotations (default 0.1)",
+    )
+    p.add_argument(
+        "--translation-step",
+        type=positive_float,
+        default=0.1,
+        metavar="MM",
+        help="display precision of translations (default 0.1)",
+    )
+    p.add_argument(
+        "--no-isocenter", action="store_true", help="leave the isocenter out of every offset"
+    )
+    p.add_argument(
+        "--isocenter-fraction",
+        type=_fraction,
+        default=None,
+        help="share of patients whose offsets carry the isocenter (default 1)",
+    )
+    p.add_argument(
+        "--corrupt-fraction",
+        type=_fraction,
+        default=0.0,
+        help="share of cases corrupted the way real errors happen (labelled)",
+    )
+    p.add_argument(
+        "--corruptions",
+        default=",".join(c.value for c in Corruption),
+        help="comma-separated corruption kinds to draw from",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
         kinds = tuple(Corruption(k.strip()) for k in args.corruptions.split(",") if k.strip())
     except ValueError as exc:
         raise UsageError(f"unknown corruption kind: {exc}") from exc
-    fraction = 0.0 if args.no_isocenter else (
-        1.0 if args.isocenter_fraction is None else args.isocenter_fraction
+    fraction = (
+        0.0
+        if args.no_isocenter
+        else (1.0 if args.isocenter_fraction is None else args.isocenter_fraction)
     )
     config = SynthConfig(
         n=args.n,
