@@ -82,9 +82,14 @@ def options_from_args(
 def _summary(record: DecodeRecord) -> str:
     name = record.path or record.sop_instance_uid or "?"
     line = f"{name}: {record.decision.value}"
-    if record.convention is not None:
-        line += f"  {record.convention} (p={record.probability:.4f}"
+    if record.convention is not None and record.probability is not None:
+        line += f"  {record.convention} (p={record.probability:.3f}"
         line += f", intrinsic {record.convention.order.intrinsic_alias})"
+        for alt in record.alternatives:
+            line += (
+                f"\n    or {alt.convention} (p={alt.probability:.3f}, "
+                f"{alt.displacement_mm:.2f} mm away)"
+            )
     if record.reason:
         line += f"\n    {record.reason}"
     return line
