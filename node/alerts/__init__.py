@@ -1,0 +1,1 @@
+"""Alert e-mails: composing them (``compose``) and delivering the outbox (``sender``)."""

@@ -1,0 +1,1 @@
+"""The audit database: schema, migrations, the group-commit writer and the queries."""

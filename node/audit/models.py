@@ -1,0 +1,159 @@
+"""The audit schema (SQLAlchemy 2.0 declarative; Alembic migrations in ``node/migrations``).
+
+One row per received object; one decision record per first receipt of a SOP Instance UID (the
+SPEC section 5 record as JSON plus columns to query by); acknowledgements are rows added, never
+edits; the alert outbox holds each e-mail until it is sent. Times are UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Source(str, Enum):
+    """How an object came to be recorded."""
+
+    C_STORE = "c-store"
+    RECONCILIATION = "reconciliation"
+
+
+class AlertState(str, Enum):
+    PENDING = "pending"
+    SENT = "sent"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReceivedObject(Base):
+    """One object received (or found in the archive at start-up)."""
+
+    __tablename__ = "received_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    archive_path: Mapped[str | None] = mapped_column(String(512), unique=True)
+    placement: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    calling_ae_title: Mapped[str | None] = mapped_column(String(16), index=True)
+    called_ae_title: Mapped[str | None] = mapped_column(String(16))
+    peer_address: Mapped[str | None] = mapped_column(String(128))
+    association_id: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int] = mapped_column(Integer)  # the C-STORE status answered
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    duplicate_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("received_objects.id"), index=True
+    )
+
+    decision: Mapped[DecisionRecord | None] = relationship(
+        back_populates="received_object", uselist=False
+    )
+
+
+class DecisionRecord(Base):
+    """The one decision of SPEC section 4 for an object (``record_json``: SPEC section 5)."""
+
+    __tablename__ = "decision_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("received_objects.id"), unique=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    decision: Mapped[str] = mapped_column(String(32), index=True)
+    flagged: Mapped[bool] = mapped_column(Boolean, index=True)
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    convention: Mapped[str | None] = mapped_column(String(32))
+    probability: Mapped[float | None] = mapped_column(Float)
+    energy: Mapped[float | None] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    record_json: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+    received_object: Mapped[ReceivedObject] = relationship(back_populates="decision")
+    acknowledgements: Mapped[list[Acknowledgement]] = relationship(
+        back_populates="decision", order_by="Acknowledgement.id"
+    )
+    alerts: Mapped[list[AlertOutbox]] = relationship(
+        back_populates="decision", order_by="AlertOutbox.id"
+    )
+
+
+class Acknowledgement(Base):
+    """An operator's acknowledgement of a decision; added, never edited."""
+
+    __tablename__ = "acknowledgements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decision_records.id"), index=True)
+    acknowledged_by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    acknowledged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    decision: Mapped[DecisionRecord] = relationship(back_populates="acknowledgements")
+
+
+class AlertOutbox(Base):
+    """One alert e-mail, queued in the receipt's transaction and sent by the outbox sender."""
+
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decision_records.id"), index=True)
+    recipients: Mapped[str] = mapped_column(Text)  # comma-separated at queueing time
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    decision: Mapped[DecisionRecord] = relationship(back_populates="alerts")

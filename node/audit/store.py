@@ -1,0 +1,348 @@
+"""Opening the audit database, migrating it, and the functions that write and read it.
+
+One engine per process (:func:`open_database`), built from the settings in ``main()``. SQLite runs
+in WAL mode with ``synchronous=FULL``, so a commit is on disk when it returns; PostgreSQL works the
+same through its URL. Writes of received objects go through the group-commit writer
+(:mod:`node.audit.writer`), which calls :func:`record_receipts` for a batch in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, selectinload
+
+from model.decision import DecodeRecord
+from node.audit.models import (
+    Acknowledgement,
+    AlertOutbox,
+    AlertState,
+    DecisionRecord,
+    ReceivedObject,
+    utcnow,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def open_database(url: str, *, migrate_schema: bool = True) -> Engine:
+    """The process's one engine for ``url``, migrated to the newest schema."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if migrate_schema:
+        migrate(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (run at every start-up)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing receipts
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    subject: str
+    body: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Receipt:
+    """Everything one received object adds to the audit database, in one transaction."""
+
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    transfer_syntax_uid: str | None
+    archive_path: str | None
+    placement: str
+    size_bytes: int
+    calling_ae_title: str | None
+    called_ae_title: str | None
+    peer_address: str | None
+    association_id: str | None
+    source: str
+    status: int
+    received_at: dt.datetime
+    record: DecodeRecord | None  # None for a duplicate whose first copy is recorded
+    alert: AlertMessage | None = None
+    duplicate: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the writer reports back for one receipt once it is committed."""
+
+    object_id: int
+    decision_id: int | None
+    duplicate_of_id: int | None
+    status: int
+    alert_queued: bool
+
+
+def find_primary(session: Session, sop_instance_uid: str) -> ReceivedObject | None:
+    """The recorded first receipt of this UID (with its decision), if any."""
+    return session.scalars(
+        select(ReceivedObject)
+        .where(
+            ReceivedObject.sop_instance_uid == sop_instance_uid,
+            ReceivedObject.duplicate_of_id.is_(None),
+            ReceivedObject.placement == "primary",
+        )
+        .order_by(ReceivedObject.id)
+        .limit(1)
+    ).first()
+
+
+def _convention_text(record: DecodeRecord) -> str | None:
+    if record.convention is None:
+        return None
+    c = record.convention
+    return f"{c.order.value}/{'inverse' if c.inverse else 'direct'}/{c.patient_position.value}"
+
+
+def record_receipts(session: Session, receipts: Sequence[Receipt]) -> list[Recorded]:
+    """Add the receipts to ``session`` (the caller commits); duplicates point to their first copy.
+
+    A receipt marked ``duplicate`` whose first copy is not recorded yet (its earlier recording
+    failed) records the first copy's decision with it, so nothing stays unrecorded.
+    """
+    now = utcnow()
+    out: list[Recorded] = []
+    for r in receipts:
+        obj = ReceivedObject(
+            sop_instance_uid=r.sop_instance_uid,
+            sop_class_uid=r.sop_class_uid,
+            transfer_syntax_uid=r.transfer_syntax_uid,
+            archive_path=r.archive_path,
+            placement=r.placement,
+            size_bytes=r.size_bytes,
+            calling_ae_title=r.calling_ae_title,
+            called_ae_title=r.called_ae_title,
+            peer_address=r.peer_address,
+            association_id=r.association_id,
+            source=r.source,
+            status=r.status,
+            received_at=r.received_at,
+            recorded_at=now,
+        )
+        if r.archive_path is not None and not r.duplicate:
+            # recorded already (two paths raced to record the same file): report that one
+            done = session.scalars(
+                select(ReceivedObject).where(ReceivedObject.archive_path == r.archive_path)
+            ).first()
+            if done is not None:
+                decided = done.decision
+                out.append(Recorded(done.id, None if decided is None else decided.id,
+                                    done.duplicate_of_id, done.status, False))
+                continue
+        primary = None
+        if r.duplicate and r.sop_instance_uid is not None:
+            primary = find_primary(session, r.sop_instance_uid)
+        if primary is not None:
+            obj.duplicate_of_id = primary.id
+            obj.status = primary.status
+            session.add(obj)
+            session.flush()
+            out.append(Recorded(obj.id, None, primary.id, primary.status, False))
+            continue
+        if r.record is None:
+            raise ValueError(
+                f"receipt of {r.sop_instance_uid} has no decision and no recorded first copy"
+            )
+        session.add(obj)
+        session.flush()
+        decision = _decision_row(obj, r.record, r.extra, now)
+        session.add(decision)
+        session.flush()
+        queued = False
+        if r.alert is not None:
+            session.add(AlertOutbox(
+                decision_id=decision.id,
+                recipients=",".join(r.alert.recipients),
+                subject=r.alert.subject,
+                body=r.alert.body,
+                state=AlertState.PENDING.value,
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+            ))
+            queued = True
+        out.append(Recorded(obj.id, decision.id, None, r.status, queued))
+    return out
+
+
+def _decision_row(
+    obj: ReceivedObject, record: DecodeRecord, extra: dict[str, Any], now: dt.datetime
+) -> DecisionRecord:
+    data = record.as_dict()
+    data.update(extra)
+    return DecisionRecord(
+        object_id=obj.id,
+        sop_instance_uid=record.sop_instance_uid or obj.sop_instance_uid,
+        decision=record.decision.value,
+        flagged=record.flagged,
+        reason_code=record.reason_code,
+        reason=record.reason,
+        convention=_convention_text(record),
+        probability=record.probability,
+        energy=record.energy,
+        model_name=record.model.name,
+        model_version=record.model.version,
+        model_sha256=record.model.sha256,
+        record_json=json.dumps(data),
+        decided_at=now,
+    )
+
+
+def recorded_archive_paths(session: Session) -> set[str]:
+    return {p for p in session.scalars(select(ReceivedObject.archive_path)) if p is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and acknowledging
+
+
+def query_decisions(
+    session: Session,
+    *,
+    flagged: bool | None = None,
+    decision: str | None = None,
+    since: dt.datetime | None = None,
+    sop_instance_uid: str | None = None,
+) -> list[DecisionRecord]:
+    """Decision records (with object, acknowledgements and alerts loaded), oldest first."""
+    stmt = (
+        select(DecisionRecord)
+        .join(DecisionRecord.received_object)
+        .options(
+            selectinload(DecisionRecord.received_object),
+            selectinload(DecisionRecord.acknowledgements),
+            selectinload(DecisionRecord.alerts),
+        )
+        .order_by(ReceivedObject.received_at, DecisionRecord.id)
+    )
+    if flagged is not None:
+        stmt = stmt.where(DecisionRecord.flagged.is_(flagged))
+    if decision is not None:
+        stmt = stmt.where(DecisionRecord.decision == decision)
+    if since is not None:
+        stmt = stmt.where(ReceivedObject.received_at >= since)
+    if sop_instance_uid is not None:
+        stmt = stmt.where(DecisionRecord.sop_instance_uid == sop_instance_uid)
+    return list(session.scalars(stmt))
+
+
+def duplicates_of(session: Session, object_id: int) -> list[ReceivedObject]:
+    return list(session.scalars(
+        select(ReceivedObject).where(ReceivedObject.duplicate_of_id == object_id)
+        .order_by(ReceivedObject.id)
+    ))
+
+
+def duplicate_counts(session: Session) -> dict[int, int]:
+    rows = session.execute(
+        select(ReceivedObject.duplicate_of_id, func.count())
+        .where(ReceivedObject.duplicate_of_id.is_not(None))
+        .group_by(ReceivedObject.duplicate_of_id)
+    )
+    return {int(k): int(n) for k, n in rows if k is not None}
+
+
+def alert_state(decision: DecisionRecord) -> str:
+    """``none`` (not flagged), ``pending`` (queued, not all sent yet) or ``sent``."""
+    if not decision.alerts:
+        return "none"
+    if all(a.state == AlertState.SENT.value for a in decision.alerts):
+        return "sent"
+    return "pending"
+
+
+def acknowledge(
+    session: Session, decision: DecisionRecord, by: str, note: str | None
+) -> Acknowledgement:
+    ack = Acknowledgement(
+        decision_id=decision.id, acknowledged_by=by, note=note, acknowledged_at=utcnow()
+    )
+    session.add(ack)
+    return ack
+
+
+def export_record(decision: DecisionRecord, duplicates: int = 0) -> dict[str, Any]:
+    """SPEC section 5 record plus the node's fields (received time, calling AE, alert, acks)."""
+    obj = decision.received_object
+    data: dict[str, Any] = json.loads(decision.record_json)
+    data.update({
+        "received_at": obj.received_at.isoformat(),
+        "calling_ae_title": obj.calling_ae_title,
+        "called_ae_title": obj.called_ae_title,
+        "peer_address": obj.peer_address,
+        "association_id": obj.association_id,
+        "archive_path": obj.archive_path,
+        "source": obj.source,
+        "dimse_status": obj.status,
+        "duplicates": duplicates,
+        "flagged": decision.flagged,
+        "alert_state": alert_state(decision),
+        "acknowledgements": [
+            {"by": a.acknowledged_by, "note": a.note, "at": a.acknowledged_at.isoformat()}
+            for a in decision.acknowledgements
+        ],
+    })
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# The alert outbox
+
+
+def due_alerts(session: Session, now: dt.datetime, limit: int = 50) -> list[AlertOutbox]:
+    return list(session.scalars(
+        select(AlertOutbox)
+        .where(AlertOutbox.state == AlertState.PENDING.value, AlertOutbox.next_attempt_at <= now)
+        .order_by(AlertOutbox.id)
+        .limit(limit)
+    ))
+
+
+def next_alert_time(session: Session) -> dt.datetime | None:
+    return session.scalar(
+        select(func.min(AlertOutbox.next_attempt_at))
+        .where(AlertOutbox.state == AlertState.PENDING.value)
+    )

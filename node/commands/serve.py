@@ -1,0 +1,96 @@
+"""``sro-decoder serve``: run the DICOM node until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from node.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("node.serve")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--data-dir``, shared by ``serve`` and ``audit``."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="a TOML file layered over the shipped config/default.toml")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="folder of the archive and audit.db (setting [storage] data_dir)")
+
+
+def settings_from_args(args: argparse.Namespace, **node_flags: Any) -> Settings:
+    """Build the settings from the layers; a wrong setting exits with status 2 naming it."""
+    overrides: dict[str, dict[str, Any]] = {
+        "storage": {"data_dir": args.data_dir},
+        "node": dict(node_flags),
+    }
+    try:
+        return load_settings(args.config, overrides=overrides)
+    except SettingsError as exc:
+        print(f"sro-decoder: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the DICOM node (C-STORE SCP for SROs, C-ECHO)")
+    add_settings_arguments(p)
+    p.add_argument("--port", type=int, default=None, metavar="N", help="listening port")
+    p.add_argument("--host", default=None, metavar="ADDR", help="listening address")
+    p.add_argument("--ae-title", default=None, metavar="AET", help="the node's AE title")
+    p.add_argument("--model", default=None, metavar="ebm|analytic|WEIGHTS_FILE",
+                   help="decoder (setting [model] name)")
+    p.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.registry import UnknownModelError
+    from node.logs import configure_logging
+    from node.service import Node
+
+    settings = settings_from_args(args, port=args.port, host=args.host, ae_title=args.ae_title)
+    try:
+        extra: dict[str, dict[str, Any]] = {}
+        if args.model:
+            extra["model"] = {"name": args.model}
+        if args.log_level:
+            extra["log"] = {"level": args.log_level}
+        if extra:
+            settings = load_settings(args.config, overrides={
+                "storage": {"data_dir": args.data_dir},
+                "node": {"port": args.port, "host": args.host, "ae_title": args.ae_title},
+                **extra})
+    except SettingsError as exc:
+        print(f"sro-decoder: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log.level, settings.log.format)
+    node = Node(settings)
+    try:
+        node.start()
+    except UnknownModelError as exc:
+        print(f"sro-decoder: setting [model] name: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        log.error("cannot start", extra={"fields": {"error": str(exc)}})
+        print(f"sro-decoder: cannot start: {exc}", file=sys.stderr)
+        node.stop(0)
+        return 1
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received; shutting down",
+                 extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop_requested.wait(1.0):
+        pass
+    node.stop()
+    return 0
