@@ -31,6 +31,7 @@ from node.archive import Archive, Archived, Placement, part10_bytes, valid_uid
 from node.audit.models import Source, utcnow
 from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
 from node.audit.writer import GroupCommitWriter
+from node.encoding_check import EncodingError, check_complete
 from node.settings import Settings
 from node.statuses import StoreStatus
 
@@ -89,7 +90,8 @@ class Recorder:
                uid: str | None) -> DecodeRecord:
         if ds is None:
             return invalid_record(self.decoder.info, InvalidReason.UNREADABLE,
-                                  f"the data set cannot be parsed: {error}", sop_instance_uid=uid)
+                                  f"the data set cannot be understood: {error}",
+                                  sop_instance_uid=uid)
         options = DecodeOptions(profile=self.settings.profile_for(origin.calling_ae_title),
                                 policy=self.settings.policy)
         try:
@@ -219,7 +221,7 @@ class StoreHandler:
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
 
-        ds, error = self._dataset(event)
+        ds, error = self._dataset(event, data)
         record = self.recorder.decode(ds, error, origin, uid)
         receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
@@ -238,7 +240,13 @@ class StoreHandler:
         return status_dataset(status, record.reason)
 
     @staticmethod
-    def _dataset(event: Any) -> tuple[Dataset | None, str | None]:
+    def _dataset(event: Any, data: bytes) -> tuple[Dataset | None, str | None]:
+        ts = event.context.transfer_syntax
+        try:
+            check_complete(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
+                           deflated=ts.is_deflated)
+        except EncodingError as exc:
+            return None, f"the data set is incomplete: {exc}"
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta

@@ -14,12 +14,15 @@ import logging
 from pathlib import Path
 
 import pydicom
+from pydicom.uid import UID
+from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from node.archive import Archived, Placement
 from node.audit.models import Source
 from node.audit.store import Receipt, record_receipts, recorded_archive_paths
+from node.encoding_check import EncodingError, check_complete
 from node.receipt import Origin, Recorder
 
 log = logging.getLogger("node.reconcile")
@@ -40,16 +43,17 @@ def receipt_for_file(recorder: Recorder, path: Path) -> Receipt | None:
         return None
     error = None
     ds = None
+    meta = None
     try:
+        meta, offset = split_dataset(path)
+        ts = UID(str(meta.TransferSyntaxUID))
+        check_complete(path.read_bytes()[offset:], implicit=ts.is_implicit_VR,
+                       little=ts.is_little_endian, deflated=ts.is_deflated)
         ds = pydicom.dcmread(path)
+    except EncodingError as exc:
+        error = f"the data set is incomplete: {exc}"
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-    meta = getattr(ds, "file_meta", None) if ds is not None else None
-    if meta is None:
-        try:
-            meta = pydicom.filereader.read_file_meta_info(path)
-        except Exception:
-            meta = None
 
     def meta_text(keyword: str) -> str | None:
         value = None if meta is None else meta.get(keyword)
