@@ -110,7 +110,7 @@ class OutboxSender:
             sent = 0
             client: smtplib.SMTP | None = None
             try:
-                for row in rows:
+                for index, row in enumerate(rows):
                     recipients = [r for r in row.recipients.split(",") if r] or list(
                         self._alerts.recipients
                     )
@@ -118,9 +118,15 @@ class OutboxSender:
                         self._failed(session, row, "no alert recipients configured "
                                      "([alerts] recipients)")
                         continue
-                    try:
-                        if client is None:
+                    if client is None:
+                        try:
                             client = self._connect()
+                        except (OSError, smtplib.SMTPException) as exc:
+                            # the server is down or refuses us: one try per pass, not per e-mail
+                            for waiting in rows[index:]:
+                                self._failed(session, waiting, f"{type(exc).__name__}: {exc}")
+                            break
+                    try:
                         client.send_message(build_email(row, self._smtp.sender, recipients))
                     except (OSError, smtplib.SMTPException) as exc:
                         self._failed(session, row, f"{type(exc).__name__}: {exc}")
