@@ -1,0 +1,113 @@
+"""Settings: the four layers in order, and a wrong setting named at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.decision import DecisionPolicy
+from model.offset import TranslationUnit
+from node.settings import SettingsError, load_settings
+from tests.node.conftest import cli
+
+
+def test_shipped_defaults() -> None:
+    s = load_settings(env={})
+    assert s.node.ae_title == "SRO_DECODER"
+    assert s.node.port == 11112
+    assert s.model.name == "analytic"
+    assert s.policy == DecisionPolicy(1.0, 100.0)
+    assert s.database_url == f"sqlite:///{s.data_dir / 'audit.db'}"
+    assert s.profile_for("ANYONE").name == "default"
+    assert s.profile_for(None).translation_unit is TranslationUnit.MM
+
+
+def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text("""
+[node]
+port = 104
+ae_title = "FILE_AE"
+[smtp]
+host = "mail.file"
+[decision]
+tolerance_mm = 2.0
+[profiles.xvi]
+calling_ae_titles = ["XVI1", "XVI2"]
+translation_unit = "cm"
+rotation_step_deg = 0.1
+translation_step_mm = 1.0
+""")
+    env = {"SRO_DECODER_SMTP__HOST": "mail.env", "SRO_DECODER_SMTP__PORT": "2525",
+           "SRO_DECODER_ALERTS__RECIPIENTS": "a@x.org, b@y.org",
+           "SRO_DECODER_SMTP__STARTTLS": "true", "SRO_DECODER_NODE__PORT": "105",
+           "SRO_DECODER_PROFILES__XVI__WRAP_ANGLES": "false", "OTHER": "ignored"}
+    s = load_settings(config, env=env, overrides={"node": {"port": 106, "host": None}})
+    assert s.node.port == 106  # flag over environment over file
+    assert s.node.ae_title == "FILE_AE"
+    assert s.node.host == "0.0.0.0"  # a flag not given changes nothing
+    assert s.smtp.host == "mail.env" and s.smtp.port == 2525 and s.smtp.starttls is True
+    assert s.alerts.recipients == ("a@x.org", "b@y.org")
+    assert s.policy.tolerance_mm == 2.0
+    xvi = s.profile_for("XVI2")
+    assert xvi.name == "xvi" and xvi.translation_unit is TranslationUnit.CM
+    assert xvi.precision.translation_step_mm == 1.0 and xvi.wrap_angles is False
+    assert s.profile_for("OTHER").name == "default"
+    assert s.sources == ("config/default.toml (shipped)", str(config), "environment",
+                         "command line")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SRO_DECODER_SMTP__PORT": "twenty-five"}, "[smtp] port"),
+        ({"SRO_DECODER_SMTP__PORT": "70000"}, "[smtp] port"),
+        ({"SRO_DECODER_NODE__AE_TITLE": "A_TITLE_FAR_TOO_LONG"}, "[node] ae_title"),
+        ({"SRO_DECODER_NODE__ALLOWED_CALLING_AE_TITLES": "OK,BAD\\AE"},
+         "[node] allowed_calling_ae_titles"),
+        ({"SRO_DECODER_ALERTS__RECIPIENTS": "not-an-address"}, "[alerts] recipients"),
+        ({"SRO_DECODER_DECISION__TOLERANCE_MM": "-1"}, "[decision] tolerance_mm"),
+        ({"SRO_DECODER_DECISION__RADIUS_MM": "nan"}, "[decision] radius_mm"),
+        ({"SRO_DECODER_NODE__MAX_PDU_BYTES": "100"}, "[node] max_pdu_bytes"),
+        ({"SRO_DECODER_SMTP__STARTTLS": "maybe"}, "[smtp] starttls"),
+        ({"SRO_DECODER_SMTP__HOTS": "x"}, "[smtp] hots"),
+        ({"SRO_DECODER_SMPT__HOST": "x"}, "[smpt]"),
+        ({"SRO_DECODER_PROFILES__DEFAULT__TRANSLATION_UNIT": "inch"},
+         "[profiles.default] translation_unit"),
+        ({"SRO_DECODER_PROFILES__DEFAULT__GROUP": "0x0010"}, "[profiles.default] group"),
+        ({"SRO_DECODER_STORAGE__DATABASE_URL": "not a url"}, "[storage] database_url"),
+        ({"SRO_DECODER_LOG__FORMAT": "xml"}, "[log] format"),
+    ],
+)
+def test_a_wrong_setting_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env=env)
+    assert named in str(info.value)
+
+
+def test_profiles_may_not_share_an_ae_title(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[profiles.a]\ncalling_ae_titles = ["X"]\n'
+                      '[profiles.b]\ncalling_ae_titles = ["X"]\n')
+    with pytest.raises(SettingsError, match=r"\[profiles.b\] calling_ae_titles"):
+        load_settings(config, env={})
+
+
+def test_bad_config_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(tmp_path / "absent.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[node\nport = 1")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(broken, env={})
+
+
+def test_serve_stops_at_start_up_on_a_wrong_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SRO_DECODER_SMTP__PORT", "abc")
+    rc, _ = cli("serve", "--data-dir", str(tmp_path / "d"))
+    assert rc == 2
+    assert "[smtp] port" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # nothing started
