@@ -1,0 +1,174 @@
+"""Per-hypothesis features: residuals of the reported offset to the offset each convention implies.
+
+The network never sees the matrix itself. For each of the 48 hypotheses ``h`` the matrix
+implies an offset ``θ_h`` (SPEC section 3, inverted in closed form here; the same numbers as
+:func:`model.geometry.implied_offsets`, faster). The residual ``δ = θ_h − ρ`` to the reported
+offset ``ρ``, measured in display steps, is what the rounding physics acts on: a convention
+that explains the data leaves every component within half a step. Each component gives two
+numbers: ``tanh((|δ| − s/2) / 4σ)`` (inside or outside the rounding cell, on the scale ``σ`` of
+the matrix's DS noise) and ``log(1 + max(|δ|/s − 1/2, 0))`` (how far outside, in steps). Inside
+the cell both are constant, so conventions that explain the data equally get equal features.
+The six components are grouped as rotation and translation axes so the network can pool over
+axes (equivariant where the geometry is); translations count only with an isocenter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.batch import InputBatch
+from model.conventions import INVERSE_FLAGS, ORDER_INDEX, PERMUTATIONS
+from model.geometry import ORDERS
+
+#: Pooled numbers per hypothesis (rotation and translation groups) and per input.
+POOLED_FEATURES = 8
+GLOBAL_FEATURES = 5
+N_FEATURES = POOLED_FEATURES + GLOBAL_FEATURES
+#: ``σ`` never falls below this share of the step (keeps ``z`` finite for 15-digit matrices).
+SIGMA_FLOOR = 1e-4
+
+def _tables() -> tuple[torch.Tensor, ...]:
+    """Gather tables: ``P`` is a signed permutation, so ``P R Pᵀ`` and ``P u`` are sign flips
+    and re-indexing of ``R``'s and ``u``'s entries, and Euler angles need five of them."""
+    perm = np.abs(PERMUTATIONS).argmax(axis=2)  # (48, 3): P[x, π(x)] = ±1
+    sign = np.take_along_axis(PERMUTATIONS, perm[..., None], axis=2)[..., 0]  # (48, 3)
+    rot_idx = np.empty((48, 5), dtype=np.int64)
+    rot_sign = np.empty((48, 5))
+    slots = np.empty((48, 3), dtype=np.int64)
+    for h in range(48):
+        i, j, k = ORDERS[int(ORDER_INDEX[h])].axis_indices
+        eps = 1.0 if (j - i) % 3 == 1 else -1.0
+        # sin β = −ε R[k,i];  α = atan2(ε R[k,j], R[k,k]);  γ = atan2(ε R[j,i], R[i,i])
+        wanted = [((k, i), -eps), ((k, j), eps), ((k, k), 1.0), ((j, i), eps), ((i, i), 1.0)]
+        for q, ((x, y), e) in enumerate(wanted):
+            a, b = perm[h, x], perm[h, y]
+            if INVERSE_FLAGS[h]:
+                a, b = b, a  # the correction's rotation is Mᵀ
+            rot_idx[h, q] = 3 * a + b
+            rot_sign[h, q] = e * sign[h, x] * sign[h, y]
+        slots[h, [i, j, k]] = [0, 1, 2]  # α about axis i, β about j, γ about k
+    t_idx = perm + 3 * INVERSE_FLAGS.astype(np.int64)[:, None]  # into [u_direct, u_inverse]
+    return (
+        torch.from_numpy(rot_idx.reshape(-1)),
+        torch.from_numpy(rot_sign.reshape(1, 48, 5)),
+        torch.from_numpy(slots),
+        torch.from_numpy(t_idx.reshape(-1)),
+        torch.from_numpy(sign.reshape(1, 48, 3)),
+    )
+
+
+_ROT_IDX, _ROT_SIGN, _SLOTS, _T_IDX, _T_SIGN = _tables()
+
+
+def implied_offsets_torch(
+    matrix: torch.Tensor, isocenter: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form :func:`model.geometry.implied_offsets`: (N,4,4), (N,3) to t, r (N,48,3).
+
+    Extrinsic Tait-Bryan order ``(i, j, k)`` means ``R = R_k(γ) R_j(β) R_i(α)``; with
+    ``ε = +1`` for cyclic orders, ``sin β = −ε R[k,i]``, ``α = atan2(ε R[k,j], R[k,k])``,
+    ``γ = atan2(ε R[j,i], R[i,i])``. Angles are degrees in (−180, 180], as SciPy's.
+    """
+    m = matrix.to(torch.float64)
+    n = m.shape[0]
+    rot = m[:, :3, :3]
+    d = m[:, :3, 3]
+    c = isocenter.to(torch.float64)
+    # u = d_T − c + R_T c for the correction T = M (direct) or M⁻¹ (inverse)
+    u_direct = d - c + torch.einsum("nij,nj->ni", rot, c)
+    u_inverse = torch.einsum("nji,nj->ni", rot, c - d) - c
+    u = torch.cat([u_direct, u_inverse], dim=1)  # (N, 6)
+    t = u.index_select(1, _T_IDX).view(n, 48, 3) * _T_SIGN
+    e = rot.reshape(n, 9).index_select(1, _ROT_IDX).view(n, 48, 5) * _ROT_SIGN
+    beta = torch.asin(torch.clamp(e[..., 0], -1.0, 1.0))
+    alpha = torch.atan2(e[..., 1], e[..., 2])
+    gamma = torch.atan2(e[..., 3], e[..., 4])
+    abg = torch.rad2deg(torch.stack([alpha, beta, gamma], dim=2))  # (N, 48, 3)
+    r = torch.gather(abg, 2, _SLOTS.expand(n, 48, 3))
+    r = torch.where(r == -180.0, torch.full_like(r, 180.0), r)
+    return t, r
+
+
+def wrap_degrees_torch(a: torch.Tensor) -> torch.Tensor:
+    """Wrap to (−180, 180] like :func:`model.geometry.wrap_degrees`."""
+    w = torch.remainder(a + 180.0, 360.0) - 180.0
+    return torch.where(w == -180.0, torch.full_like(w, 180.0), w)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What stays fixed for an input while its reported offset varies (Langevin moves ``ρ``).
+
+    ``theta`` (N, 48, 6): implied (rx, ry, rz, tx, ty, tz) per hypothesis; ``step`` and
+    ``sigma`` (N, 6) per component; ``has_isocenter`` (N,) as 0/1.
+    """
+
+    theta: torch.Tensor
+    step: torch.Tensor
+    sigma: torch.Tensor
+    has_isocenter: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.theta.shape[0])
+
+    def index(self, idx: torch.Tensor) -> Context:
+        return Context(self.theta[idx], self.step[idx], self.sigma[idx], self.has_isocenter[idx])
+
+
+def context_from_batch(batch: InputBatch) -> tuple[Context, torch.Tensor]:
+    """The fixed context of each input and its reported offset ``ρ`` (N, 6), float64."""
+    matrix = torch.from_numpy(np.ascontiguousarray(batch.matrix, dtype=np.float64))
+    iso = torch.from_numpy(np.ascontiguousarray(batch.isocenter_mm, dtype=np.float64))
+    t, r = implied_offsets_torch(matrix, iso)
+    theta = torch.cat([r, t], dim=2)
+    noise = np.maximum(batch.orthonormality_error, 1e-12)
+    length = np.linalg.norm(batch.isocenter_mm, axis=1) + np.linalg.norm(
+        batch.matrix[:, :3, 3], axis=1
+    )
+    s_r = np.asarray(batch.rotation_step_deg, dtype=np.float64)
+    s_t = np.asarray(batch.translation_step_mm, dtype=np.float64)
+    sigma_r = np.maximum(np.degrees(2.0 * noise), SIGMA_FLOOR * s_r)
+    sigma_t = np.maximum(2.0 * noise * (length + 1.0), SIGMA_FLOOR * s_t)
+    step = torch.from_numpy(np.repeat(np.stack([s_r, s_t], 1), 3, axis=1))
+    sigma = torch.from_numpy(np.repeat(np.stack([sigma_r, sigma_t], 1), 3, axis=1))
+    rho = torch.from_numpy(
+        np.concatenate([batch.rotation_deg, batch.translation_mm], axis=1).astype(np.float64)
+    )
+    has = torch.from_numpy(np.asarray(batch.has_isocenter, dtype=np.float64))
+    return Context(theta, step, sigma, has), rho
+
+
+def hypothesis_features(ctx: Context, rho: torch.Tensor) -> torch.Tensor:
+    """Per-hypothesis features (N, 48, 13), float32, differentiable in ``rho``.
+
+    For the rotation axes and the translation axes separately (translations masked to
+    "inside" without an isocenter, SPEC section 3), pooled over the three axes so the result
+    does not depend on how axes are numbered: max and mean of ``z``, sum and max of the
+    distance outside the cell. Then five per-input numbers: log10 of both steps, log10 of
+    ``σ / s`` for both, and whether the isocenter is present.
+    """
+    n = rho.shape[0]
+    delta = ctx.theta - rho[:, None, :]
+    rot = delta[..., :3]
+    rot = torch.remainder(rot + 180.0, 360.0) - 180.0  # angle wrap; sign is irrelevant below
+    delta = torch.cat([rot, delta[..., 3:]], dim=2).abs()
+    excess = delta - (0.5 * ctx.step)[:, None, :]
+    z = torch.tanh((excess / (4.0 * ctx.sigma)[:, None, :]).to(torch.float32))
+    out = torch.log1p(torch.relu(excess / ctx.step[:, None, :]).to(torch.float32))
+    z = z.view(n, 48, 2, 3)
+    out = out.view(n, 48, 2, 3)
+    pooled = torch.stack(
+        [z.amax(dim=3), z.mean(dim=3), out.sum(dim=3), out.amax(dim=3)], dim=3
+    )  # (N, 48, 2, 4)
+    has = ctx.has_isocenter.to(torch.float32)[:, None]
+    inside = torch.tensor([-1.0, -1.0, 0.0, 0.0])
+    trans = torch.where(has[:, :, None] > 0, pooled[:, :, 1], inside)
+    s = ctx.step[:, [0, 3]]
+    g = torch.cat(
+        [torch.log10(s), torch.log10(ctx.sigma[:, [0, 3]] / s) / 6.0, ctx.has_isocenter[:, None]],
+        dim=1,
+    ).to(torch.float32)
+    return torch.cat([pooled[:, :, 0], trans, g[:, None, :].expand(n, 48, GLOBAL_FEATURES)], dim=2)
