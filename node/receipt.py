@@ -31,6 +31,7 @@ from node.archive import Archive, Archived, Placement, part10_bytes, valid_uid
 from node.audit.models import Source, utcnow
 from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
 from node.audit.writer import GroupCommitWriter
+from node.decode_batcher import DecodeBatcher
 from node.encoding_check import EncodingError, check_complete
 from node.settings import Settings
 from node.statuses import StoreStatus
@@ -81,10 +82,12 @@ class Origin:
 class Recorder:
     """Decodes and records objects; shared by the C-STORE handler and reconciliation."""
 
-    def __init__(self, settings: Settings, decoder: Decoder, archive: Archive) -> None:
+    def __init__(self, settings: Settings, decoder: Decoder, archive: Archive,
+                 batcher: DecodeBatcher | None = None) -> None:
         self.settings = settings
         self.decoder = decoder
         self.archive = archive
+        self.batcher = batcher
 
     def decode(self, ds: Dataset | None, error: str | None, origin: Origin,
                uid: str | None) -> DecodeRecord:
@@ -95,6 +98,8 @@ class Recorder:
         options = DecodeOptions(profile=self.settings.profile_for(origin.calling_ae_title),
                                 policy=self.settings.policy)
         try:
+            if self.batcher is not None:
+                return self.batcher.decode(ds, options)
             return decode_dataset(ds, self.decoder, options)
         except Exception as exc:  # a decoder failure still ends in one recorded decision
             log.exception("decoder failed", extra={"fields": {"sop_instance_uid": uid}})
@@ -255,10 +260,9 @@ class StoreHandler:
             return None, f"{type(exc).__name__}: {exc}"
 
     def _commit(self, receipt: Receipt, fields: dict[str, Any]) -> Recorded | None:
-        """Submit to the group-commit writer and wait until it is durable (or failed)."""
-        future = self.writer.submit(receipt)
+        """Record through the group-commit writer; return once durable (``None``: failed)."""
         try:
-            return future.result(timeout=self.settings.storage.commit_timeout_s)
+            return self.writer.record(receipt, timeout=self.settings.storage.commit_timeout_s)
         except Exception as exc:
             log.error("audit record failed; the object stays in the archive",
                       extra={"fields": {**fields, "error": repr(exc)}})

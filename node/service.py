@@ -31,6 +31,7 @@ from node.alerts.sender import OutboxSender
 from node.archive import Archive
 from node.audit.store import Recorded, open_database
 from node.audit.writer import GroupCommitWriter
+from node.decode_batcher import DecodeBatcher
 from node.receipt import Recorder, StoreHandler
 from node.reconcile import reconcile
 from node.settings import Settings
@@ -106,6 +107,7 @@ class Node:
         self._decoder = decoder
         self.engine: Engine | None = None
         self.writer: GroupCommitWriter | None = None
+        self.batcher: DecodeBatcher | None = None
         self.sender: OutboxSender | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
@@ -122,15 +124,15 @@ class Node:
         """Open the database (migrating it), reconcile the archive, then listen."""
         s = self.settings
         s.archive_dir.mkdir(parents=True, exist_ok=True)
-        decoder = self._decoder or load_decoder(s.model.name)
+        decoder = self._decoder or load_decoder(s.model.name or None)
         self.engine = open_database(s.database_url)
         archive = Archive(s.archive_dir)
-        recorder = Recorder(s, decoder, archive)
-        self.reconciled = reconcile(self.engine, recorder)
+        self.reconciled = reconcile(self.engine, Recorder(s, decoder, archive))
+        self.batcher = DecodeBatcher(decoder)
+        recorder = Recorder(s, decoder, archive, self.batcher)
         self.sender = OutboxSender(self.engine, s.smtp, s.alerts)
         self.writer = GroupCommitWriter(self.engine, batch_max=s.storage.commit_batch_max,
                                         on_committed=self._committed)
-        self.writer.start()
         self.sender.start()
         if not s.alerts.recipients:
             log.warning("no alert recipients configured: flagged decisions wait in the outbox",
@@ -177,6 +179,8 @@ class Node:
                 log.warning("aborting associations still open after the grace period",
                             extra={"fields": {"associations": len(left)}})
             self.ae.shutdown()
+        if self.batcher is not None:
+            self.batcher.stop()
         if self.writer is not None:
             self.writer.stop()
         if self.sender is not None:

@@ -101,10 +101,11 @@ class StorageSettings:
 
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
-    name: str = "analytic"
+    name: str = ""  # empty: model.registry.DEFAULT_MODEL, the shipped model
 
     def validate(self) -> None:
-        _check(bool(self.name.strip()), "[model] name", "must not be empty")
+        _check(self.name == self.name.strip(), "[model] name",
+               f"{self.name!r} has leading or trailing spaces")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,17 @@
-"""Group commit: one writer thread records pending receipts in shared transactions.
+"""Group commit: receipts that arrive together are recorded in one transaction.
 
-Each C-STORE handler submits its :class:`~node.audit.store.Receipt` and waits on its own future.
-The writer takes everything pending (up to ``batch_max``) and records it in one transaction; when
-the commit returns (on disk: SQLite WAL with ``synchronous=FULL``), every future in the batch is
-resolved. A handler therefore never answers before its record is durable, and concurrent
-associations share one fsync instead of queueing for one each. When a batch fails, its receipts
-are retried one transaction each, so one bad receipt fails alone.
+Each C-STORE handler calls :meth:`GroupCommitWriter.record` and gets its result only once its
+transaction has committed (on disk: SQLite WAL with ``synchronous=FULL``), so no object is ever
+acknowledged before it is durable. The commits are flat-combined (:mod:`node.combining`): the
+handler that finds no commit running commits everything pending in one transaction, the others
+wait on their own futures; concurrent associations thus share one fsync instead of queueing for
+one each, and a lone association commits in its own thread with no hand-off. When a batch fails,
+its receipts are retried one transaction each, so one bad receipt fails alone.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
@@ -20,18 +19,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from node.audit.store import Receipt, Recorded, record_receipts
+from node.combining import Closed, Combiner
 
 log = logging.getLogger("node.audit.writer")
 
-_STOP = object()
-
-
-class WriterStopped(RuntimeError):
-    """A receipt was submitted after the writer stopped."""
+WriterStopped = Closed
 
 
 class GroupCommitWriter:
-    """The single writer thread of the audit database (module docstring)."""
+    """The audit database's writer (module docstring)."""
 
     def __init__(
         self,
@@ -41,56 +37,28 @@ class GroupCommitWriter:
         on_committed: Callable[[Sequence[Recorded]], None] | None = None,
     ) -> None:
         self._engine = engine
-        self._batch_max = batch_max
         self._on_committed = on_committed
-        self._queue: queue.Queue[object] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stopped = False
+        self._combiner: Combiner[Receipt, Recorded] = Combiner(self._commit, batch_max)
         self.batches = 0
         self.committed = 0
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
+    def record(self, receipt: Receipt, timeout: float | None = None) -> Recorded:
+        """Record ``receipt`` durably (alone or with others); raise if that failed."""
+        return self._combiner.run(receipt, timeout)
 
     def submit(self, receipt: Receipt) -> Future[Recorded]:
-        """Queue ``receipt``; the future resolves once it is committed (or fails)."""
-        future: Future[Recorded] = Future()
-        with self._lock:
-            if self._stopped:
-                future.set_exception(WriterStopped("the audit writer has stopped"))
-                return future
-            self._queue.put((receipt, future))
-        return future
+        """Queue ``receipt`` without waiting; :meth:`wait` or :meth:`flush` commits it."""
+        return self._combiner.submit(receipt)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Record everything already submitted, then stop the thread."""
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def wait(self, future: Future[Recorded], timeout: float | None = None) -> Recorded:
+        return self._combiner.wait(future, timeout)
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < self._batch_max:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._commit(batch)  # type: ignore[arg-type]
+    def flush(self) -> None:
+        self._combiner.drain()
+
+    def stop(self) -> None:
+        """Commit what is pending and refuse new receipts."""
+        self._combiner.close()
 
     def _commit(self, batch: list[tuple[Receipt, Future[Recorded]]]) -> None:
         receipts = [r for r, _ in batch]
@@ -115,5 +83,5 @@ class GroupCommitWriter:
         if self._on_committed is not None:
             try:
                 self._on_committed(results)
-            except Exception:  # a callback never breaks the writer
+            except Exception:  # a callback never breaks a commit
                 log.exception("on_committed callback failed")

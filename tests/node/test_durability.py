@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +67,34 @@ def _receipt(uid: str, path: str) -> Receipt:
 
 def test_group_commit_batches_concurrent_receipts(tmp_path: Path) -> None:
     engine = open_database(f"sqlite:///{tmp_path / 'audit.db'}")
+    batch_sizes: list[int] = []
     writer = GroupCommitWriter(engine, batch_max=64)
-    gate = threading.Event()
-    # hold the writer on a first commit so that the next receipts queue up behind it
     original = writer._commit
 
-    def slow_commit(batch: Any) -> None:
-        gate.wait(5)
+    def slow_commit(batch: Any) -> None:  # a slow disk: receipts pile up behind each commit
+        batch_sizes.append(len(batch))
+        time.sleep(0.02)
         original(batch)
 
-    writer._commit = slow_commit  # type: ignore[method-assign]
-    writer.start()
-    futures = [writer.submit(_receipt(f"1.2.3.{i}", f"objects/{i}.dcm")) for i in range(40)]
-    gate.set()
-    results = [f.result(timeout=10) for f in futures]
+    writer._combiner._process = slow_commit
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def association(k: int) -> None:
+        for i in range(10):
+            r = writer.record(_receipt(f"1.2.3.{k}.{i}", f"objects/{k}-{i}.dcm"), timeout=10)
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=association, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
     writer.stop()
     assert len({r.object_id for r in results}) == 40
     assert writer.committed == 40
-    assert writer.batches < 40  # shared transactions
+    assert writer.batches < 40 and max(batch_sizes) > 1  # shared transactions
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(DecisionRecord)) == 40
 
@@ -96,18 +107,18 @@ def test_a_failing_receipt_fails_alone(tmp_path: Path) -> None:
     bad.record = None  # neither a decision nor a recorded first copy: refused
     bad.duplicate = False
     futures = [writer.submit(r) for r in (*good[:2], bad, *good[2:])]
-    writer.start()
+    writer.flush()  # one batch of six: it fails, then each is retried alone
     outcomes = []
     for f in futures:
         try:
-            f.result(timeout=10)
+            f.result(timeout=0)
             outcomes.append(True)
         except ValueError:
             outcomes.append(False)
     writer.stop()
     assert outcomes == [True, True, False, True, True, True]
     with pytest.raises(RuntimeError):
-        writer.submit(good[0]).result(timeout=1)
+        writer.record(good[0], timeout=1)
 
 
 def _send(port: int, path: Path) -> int:
