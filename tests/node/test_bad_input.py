@@ -3,6 +3,7 @@ object arrived (archived, ``invalid``, the reason, flagged) and the node still s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,21 @@ def test_calling_ae_not_allowed(tmp_path: Path, node_factory: Any, sro_dir: Path
     assert echoscu(port, aet="CONSOLE1").returncode == 0
     assert storescu(port, files, "CONSOLE1").returncode == 0
     assert len(export(settings.data_dir)) == 1
+
+
+def test_association_limits(tmp_path: Path, node_factory: Any) -> None:
+    settings = make_settings(tmp_path / "data",
+                             node={"max_associations": 1, "max_pdu_bytes": 8192})
+    port = node_factory(settings).address[1]
+    ae = AE(ae_title="CONSOLE1")
+    ae.add_requested_context(Verification)
+    first = ae.associate("127.0.0.1", port, ae_title="SRO_DECODER")
+    assert first.is_established
+    assert first.acceptor.maximum_length == 8192  # our maximum PDU, announced at negotiation
+    second = ae.associate("127.0.0.1", port, ae_title="SRO_DECODER")
+    assert second.is_rejected  # over the limit: rejected (transient), not queued
+    first.release()
+    deadline = time.monotonic() + 5  # the released association's thread ends shortly after
+    while not echo_ok(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert echo_ok(port)
