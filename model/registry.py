@@ -8,7 +8,7 @@ from model.analytic import AnalyticDecoder
 from model.decoder import Decoder
 
 #: The model used when none is named.
-DEFAULT_MODEL = "analytic"
+DEFAULT_MODEL = "ebm"
 
 
 class UnknownModelError(ValueError):

@@ -11,7 +11,7 @@ import pytest
 
 from model.analytic import AnalyticDecoder
 from model.decision import DecisionKind, DecisionPolicy, decide
-from model.ebm.baseline import BASELINE_NAME, load_baseline
+from model.ebm.baseline import BASELINE_NAME
 from model.ebm.card import ModelCard
 from model.ebm.data import Role, mixture
 from model.ebm.evaluation import evaluate_decoder, unexplained_mask
@@ -96,3 +96,21 @@ def test_record_through_the_pipeline_names_the_model(valid_sro, decoder) -> None
     assert d["model"] == {"name": "ebm", "version": decoder.info.version,
                           "sha256": sha256_of(Path(WEIGHTS))}
     assert d["energy"] < decoder.ood_threshold
+
+
+def test_conventions_that_explain_the_data_equally_tie_exactly(decoder) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from model.ebm.features import context_from_batch, hypothesis_features
+
+    data = mixture(200, 717171, Role.EVALUATION, (3.0,), ((1.0, 1.0),))
+    feats = hypothesis_features(*context_from_batch(data.batch))
+    post = decoder.decode(data.batch).log_posterior
+    checked = 0
+    for i in range(len(data)):
+        inside = torch.nonzero((feats[i, :, 0] == -1) & (feats[i, :, 4] == -1)).flatten().tolist()
+        same = [k for k in inside if torch.equal(feats[i, k], feats[i, inside[0]])]
+        if len(same) >= 2:
+            checked += 1
+            assert len({float(post[i, k]) for k in same}) == 1
+    assert checked > 50

@@ -13,6 +13,7 @@ import torch
 from model.ebm.card import ModelCard
 from model.ebm.data import Role, mixture
 from model.ebm.inference import load_energy_decoder, sha256_of
+from model.ebm.sampler import SamplerConfig
 from model.ebm.training import (
     CalibrationConfig,
     DataConfig,
@@ -22,7 +23,6 @@ from model.ebm.training import (
     fit,
     load_training_config,
 )
-from model.ebm.sampler import SamplerConfig
 from node.cli import main
 from node.commands.train import default_config_path
 

@@ -5,8 +5,9 @@ implies an offset ``θ_h`` (SPEC section 3, inverted in closed form here; the sa
 :func:`model.geometry.implied_offsets`, faster). The residual ``δ = θ_h − ρ`` to the reported
 offset ``ρ``, measured in display steps, is what the rounding physics acts on: a convention
 that explains the data leaves every component within half a step. Each component gives two
-numbers: ``tanh((|δ| − s/2) / 4σ)`` (inside or outside the rounding cell, on the scale ``σ`` of
-the matrix's DS noise) and ``log(1 + max(|δ|/s − 1/2, 0))`` (how far outside, in steps). Inside
+numbers: ``z``, a clamped ramp of ``(|δ| − s/2) / σ`` (inside or outside the rounding cell, on
+the scale ``σ`` of the matrix's DS noise, see :data:`Z_SHIFT`) and
+``log(1 + max(|δ|/s − 1/2, 0))`` (how far outside, in steps). Inside
 the cell both are constant, so conventions that explain the data equally get equal features.
 The six components are grouped as rotation and translation axes so the network can pool over
 axes (equivariant where the geometry is); translations count only with an isocenter.
@@ -27,8 +28,15 @@ from model.geometry import ORDERS
 POOLED_FEATURES = 8
 GLOBAL_FEATURES = 5
 N_FEATURES = POOLED_FEATURES + GLOBAL_FEATURES
-#: ``σ`` never falls below this share of the step (keeps ``z`` finite for 15-digit matrices).
-SIGMA_FLOOR = 1e-4
+#: ``σ`` never falls below this share of the step (keeps ``u`` finite for 15-digit matrices).
+SIGMA_FLOOR = 1e-9
+#: ``z = clamp((u − Z_SHIFT) / Z_WIDTH, −1, 1)`` for ``u = (|δ| − s/2) / σ``: exactly −1 up to
+#: ``2σ`` outside the cell (where the exact likelihood is still a few percent, so such
+#: conventions stay as plausible as those inside: the conservative side), exactly +1 beyond
+#: ``10σ`` (likelihood below 1e-20). Exact saturation makes conventions that explain the data
+#: equally get exactly equal features, hence equal energies.
+Z_SHIFT = 6.0
+Z_WIDTH = 4.0
 
 def _tables() -> tuple[torch.Tensor, ...]:
     """Gather tables: ``P`` is a signed permutation, so ``P R Pᵀ`` and ``P u`` are sign flips
@@ -156,7 +164,8 @@ def hypothesis_features(ctx: Context, rho: torch.Tensor) -> torch.Tensor:
     rot = torch.remainder(rot + 180.0, 360.0) - 180.0  # angle wrap; sign is irrelevant below
     delta = torch.cat([rot, delta[..., 3:]], dim=2).abs()
     excess = delta - (0.5 * ctx.step)[:, None, :]
-    z = torch.tanh((excess / (4.0 * ctx.sigma)[:, None, :]).to(torch.float32))
+    u = excess / ctx.sigma[:, None, :]
+    z = torch.clamp((u - Z_SHIFT) / Z_WIDTH, -1.0, 1.0).to(torch.float32)
     out = torch.log1p(torch.relu(excess / ctx.step[:, None, :]).to(torch.float32))
     z = z.view(n, 48, 2, 3)
     out = out.view(n, 48, 2, 3)
@@ -168,7 +177,7 @@ def hypothesis_features(ctx: Context, rho: torch.Tensor) -> torch.Tensor:
     trans = torch.where(has[:, :, None] > 0, pooled[:, :, 1], inside)
     s = ctx.step[:, [0, 3]]
     g = torch.cat(
-        [torch.log10(s), torch.log10(ctx.sigma[:, [0, 3]] / s) / 6.0, ctx.has_isocenter[:, None]],
+        [torch.log10(s), torch.log10(ctx.sigma[:, [0, 3]] / s) / 9.0, ctx.has_isocenter[:, None]],
         dim=1,
     ).to(torch.float32)
     return torch.cat([pooled[:, :, 0], trans, g[:, None, :].expand(n, 48, GLOBAL_FEATURES)], dim=2)

@@ -23,6 +23,11 @@ from model.ebm.network import EnergyNet
 #: Inputs per forward pass: small enough to stay in cache (measured fastest on 2 cores).
 CHUNK = 512
 WEIGHTS_NAME = "ebm.pt"
+#: Energies within this of each other are one energy: conventions with identical features
+#: must tie exactly (the network's float32 arithmetic can differ by ~1e-7 between rows), so
+#: the most probable one is the first in :data:`model.conventions.HYPOTHESES`, as for the
+#: analytic decoder.
+TIE_RESOLUTION = 1e-5
 CARD_NAME = "ebm.card.json"
 
 
@@ -57,7 +62,12 @@ class EnergyDecoder:
         self.info = info
 
     def energies(self, batch: InputBatch) -> torch.Tensor:
-        return energies(self.net, batch)
+        """``E(x, h)`` (N, 48); near-equal energies snapped to exact ties."""
+        e = energies(self.net, batch)
+        if len(e) == 0:
+            return e
+        low = e.min(dim=1, keepdim=True).values
+        return low + torch.round((e - low) / TIE_RESOLUTION) * TIE_RESOLUTION
 
     def decode(self, batch: InputBatch) -> DecoderOutput:
         e = self.energies(batch)
