@@ -76,9 +76,13 @@ def storescu_path() -> str:
     return found
 
 
-def wait_port(port: int, timeout: float = 60.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[str], log: Path | None,
+              timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"the receiver exited with status {proc.returncode}\n{text}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -93,7 +97,9 @@ def free_port() -> int:
 
 
 class Receiver:
-    def __init__(self, kind: str, work: Path) -> None:
+    proc: subprocess.Popen[str]
+
+    def __init__(self, kind: str, work: Path, model: str | None) -> None:
         self.kind = kind
         env = {k: v for k, v in os.environ.items() if not k.startswith("SRO_DECODER_")}
         if kind == "bare":
@@ -101,17 +107,21 @@ class Receiver:
                                          stdout=subprocess.PIPE, text=True)
             assert self.proc.stdout is not None
             self.port = int(self.proc.stdout.readline())
+            log = None
         else:
             self.port = free_port()
             data = Path(tempfile.mkdtemp(prefix="node-", dir=work))
             config = data / "bench.toml"
             config.write_text('[node]\nhost = "127.0.0.1"\nmax_associations = 16\n'
                               '[smtp]\nhost = "127.0.0.1"\nport = 1\n[log]\nlevel = "WARNING"\n')
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "serve", "--config", str(config),
-                 "--data-dir", str(data / "data"), "--port", str(self.port)],
-                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        wait_port(self.port)
+            log = data / "node.log"
+            with log.open("w") as err:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "node.cli", "serve", "--config", str(config),
+                     "--data-dir", str(data / "data"), "--port", str(self.port),
+                     *(["--model", model] if model else [])],
+                    stdin=subprocess.DEVNULL, stderr=err, env=env, text=True)
+        wait_port(self.port, self.proc, log)
 
     def stop(self) -> None:
         if self.kind == "bare":
@@ -148,6 +158,8 @@ def main() -> int:
     parser.add_argument("--assocs", type=int, default=4, help="concurrent associations")
     parser.add_argument("--nodelay", action="store_true",
                         help="also measure with TCP_NODELAY=1 in the sender's environment")
+    parser.add_argument("--model", default=None,
+                        help="the node's decoder (default: the shipped model)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -163,7 +175,7 @@ def main() -> int:
         for mode in modes:
             for assocs in (1, args.assocs):
                 for kind in ("bare", "node"):
-                    receiver = Receiver(kind, work)
+                    receiver = Receiver(kind, work, args.model)
                     try:
                         ok, seconds = push(receiver.port, files, assocs, mode == "nodelay")
                     finally:

@@ -31,6 +31,7 @@ from node.archive import Archive, Archived, Placement, part10_bytes, valid_uid
 from node.audit.models import Source, utcnow
 from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
 from node.audit.writer import GroupCommitWriter
+from node.combining import Closed
 from node.decode_batcher import DecodeBatcher
 from node.encoding_check import EncodingError, check_complete
 from node.settings import Settings
@@ -101,6 +102,8 @@ class Recorder:
             if self.batcher is not None:
                 return self.batcher.decode(ds, options)
             return decode_dataset(ds, self.decoder, options)
+        except Closed:
+            raise  # the node is stopping: not a decision about this object
         except Exception as exc:  # a decoder failure still ends in one recorded decision
             log.exception("decoder failed", extra={"fields": {"sop_instance_uid": uid}})
             return DecodeRecord(decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
@@ -183,7 +186,14 @@ class StoreHandler:
         )
 
     def handle(self, event: Any) -> Dataset:
-        """Archive, decode, record, then answer (module docstring)."""
+        """Archive, decode, record, then answer (module docstring); never raises."""
+        try:
+            return self._handle(event)
+        except Exception as exc:  # e.g. the node is stopping: what is archived is reconciled
+            log.exception("C-STORE failed", extra={"fields": {"error": repr(exc)}})
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES, "the node could not record it")
+
+    def _handle(self, event: Any) -> Dataset:
         origin = self.origin(event)
         request = event.request
         raw_uid = request.AffectedSOPInstanceUID

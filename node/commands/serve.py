@@ -23,12 +23,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the archive and audit.db (setting [storage] data_dir)")
 
 
-def settings_from_args(args: argparse.Namespace, **node_flags: Any) -> Settings:
-    """Build the settings from the layers; a wrong setting exits with status 2 naming it."""
-    overrides: dict[str, dict[str, Any]] = {
-        "storage": {"data_dir": args.data_dir},
-        "node": dict(node_flags),
-    }
+def settings_from_args(args: argparse.Namespace, **flags: dict[str, Any]) -> Settings:
+    """Build the settings from the layers, ``flags`` per section (``None``: flag not given);
+    a wrong setting exits with status 2 naming it."""
+    overrides: dict[str, dict[str, Any]] = {"storage": {"data_dir": args.data_dir}, **flags}
     try:
         return load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
@@ -53,30 +51,22 @@ def run(args: argparse.Namespace) -> int:
     from node.logs import configure_logging
     from node.service import Node
 
-    settings = settings_from_args(args, port=args.port, host=args.host, ae_title=args.ae_title)
-    try:
-        extra: dict[str, dict[str, Any]] = {}
-        if args.model:
-            extra["model"] = {"name": args.model}
-        if args.log_level:
-            extra["log"] = {"level": args.log_level}
-        if extra:
-            settings = load_settings(args.config, overrides={
-                "storage": {"data_dir": args.data_dir},
-                "node": {"port": args.port, "host": args.host, "ae_title": args.ae_title},
-                **extra})
-    except SettingsError as exc:
-        print(f"sro-decoder: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_from_args(
+        args,
+        node={"port": args.port, "host": args.host, "ae_title": args.ae_title},
+        model={"name": args.model},
+        log={"level": args.log_level},
+    )
     configure_logging(settings.log.level, settings.log.format)
     node = Node(settings)
     try:
         node.start()
     except UnknownModelError as exc:
         print(f"sro-decoder: setting [model] name: {exc}", file=sys.stderr)
+        node.stop(0)
         return 2
-    except OSError as exc:
-        log.error("cannot start", extra={"fields": {"error": str(exc)}})
+    except Exception as exc:  # database, port, model weights: say why and stop
+        log.error("cannot start", extra={"fields": {"error": repr(exc)}})
         print(f"sro-decoder: cannot start: {exc}", file=sys.stderr)
         node.stop(0)
         return 1

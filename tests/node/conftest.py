@@ -90,6 +90,8 @@ def make_settings(data_dir: Path, smtp_port: int = 1, **sections: dict[str, Any]
         "alerts": {"recipients": ["physics@example.org"], "retry_initial_s": 0.2,
                    "retry_max_s": 1.0, "poll_s": 0.5},
         "log": {"format": "text"},
+        # the analytic decoder: fast and exact; the end-to-end test runs the shipped model
+        "model": {"name": "analytic"},
     }
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)

@@ -35,6 +35,8 @@ port = 1
 recipients = ["physics@example.org"]
 [log]
 format = "json"
+[model]
+name = "analytic"
 """
 
 

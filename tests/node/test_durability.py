@@ -211,6 +211,7 @@ def test_reconciliation_uses_the_senders_profile(tmp_path: Path, node_factory: A
         "node": {"host": "127.0.0.1", "port": 0},
         "storage": {"data_dir": str(data)},
         "profiles": profiles,
+        "model": {"name": "analytic"},
     })
     node = node_factory(settings)
     assert node.reconciled == 3

@@ -26,10 +26,10 @@ from tests.node.conftest import (
 )
 
 
-def decode_cli(folder: Path) -> dict[str, dict[str, Any]]:
+def decode_cli(folder: Path, *model: str) -> dict[str, dict[str, Any]]:
     """What ``sro-decoder decode --json`` (a separate process) says about each file."""
     proc = subprocess.run(
-        [sys.executable, "-m", "node.cli", "decode", "--json", str(folder)],
+        [sys.executable, "-m", "node.cli", "decode", "--json", *model, str(folder)],
         capture_output=True, text=True, timeout=120, check=True,
     )
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -41,7 +41,7 @@ def test_storescu_push_matches_decode_and_flags_arrive_by_email(
     tmp_path: Path, sro_dir: Path, smtp: Any, node_factory: Any
 ) -> None:
     sink, smtp_port = smtp
-    node = node_factory(make_settings(tmp_path / "data", smtp_port))
+    node = node_factory(make_settings(tmp_path / "data", smtp_port, model={"name": ""}))
     port = node.address[1]
     files = sro_files(sro_dir)
 
@@ -119,7 +119,7 @@ def test_pynetdicom_push_and_duplicate(tmp_path: Path, sro_dir: Path, node_facto
     assert statuses == [0] * len(files)
     assert send(datasets[0]) == 0  # the same object again
 
-    expected = decode_cli(sro_dir)
+    expected = decode_cli(sro_dir, "--model", "analytic")
     got = export(tmp_path / "data")
     uids = {str(ds.SOPInstanceUID) for ds in datasets}
     assert set(got) == uids
