@@ -246,12 +246,16 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+#: extra ``sro-decoder serve`` arguments (``--node-model``); the shipped defaults otherwise
+NODE_ARGS: list[str] = []
+
+
 def start_node(tools: Tools, port: int, work: Path) -> subprocess.Popen[bytes]:
     if importlib.util.find_spec("node.commands.serve") is None:
         raise Unavailable("node/commands/serve.py does not exist yet (issue 4 in progress)")
     env = dict(os.environ, SRO_DECODER_NODE__HOST="127.0.0.1")
     cmd = [sys.executable, "-m", "node.cli", "serve", "--port", str(port),
-           "--data-dir", str(work / "data")]
+           "--data-dir", str(work / "data"), *NODE_ARGS]
     log = work / "receiver.log"
     proc = spawn(cmd, log, env=env, cwd=ROOT)
     wait_ready(proc, tools.echoscu, port, log)
@@ -342,8 +346,8 @@ def stored_count(name: str, proc: subprocess.Popen[bytes], work: Path) -> str:
 def node_audit_count(work: Path) -> str:
     if importlib.util.find_spec("node.commands.audit") is None:
         return ""
-    cmd = [sys.executable, "-m", "node.cli", "audit", "export", "--format", "jsonl",
-           "--data-dir", str(work / "data")]
+    cmd = [sys.executable, "-m", "node.cli", "audit", "--data-dir", str(work / "data"),
+           "export", "--format", "jsonl"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if out.returncode != 0:
         return f"audit export failed: {out.stderr.strip()[-300:]}"
@@ -386,7 +390,7 @@ def report(results: list[Result], n: int, assocs: int) -> dict[str, object]:
     for r in results:
         print(f"{r.receiver:<12} {r.associations:>6} {f'{r.ok}/{r.objects}':>10} "
               f"{fmt(r.seconds, 2):>8} {fmt(r.rate):>10} {fmt(r.median_ms, 2):>10} "
-              f"{fmt(r.p99_ms, 2):>8}  {r.note}")
+              f"{fmt(r.p99_ms, 2):>8}  {r.note.strip().splitlines()[0][:90] if r.note else ''}")
 
     def get(name: str, shares: int) -> Result | None:
         for r in results:
@@ -512,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--no-netns", action="store_true",
                         help="stay in the host's network namespace (storescp, orthanc skipped)")
+    parser.add_argument("--node-model", metavar="ebm|analytic|WEIGHTS_FILE",
+                        help="the node's decoder (default: the shipped model)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", type=Path, help="keep the receivers' folders and logs here")
     args = parser.parse_args(argv)
@@ -520,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown receivers: {', '.join(unknown)}")
 
+    if args.node_model:
+        NODE_ARGS.extend(["--model", args.node_model])
     in_netns = os.environ.get(NETNS_ENV) == "1"
     if not in_netns and not args.no_netns:
         code = enter_netns(argv)
@@ -541,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"pynetdicom {pynetdicom.__version__}; storescp: "
           f"{first_line([tools.storescp, '--version']) if tools.storescp else 'absent'}; "
           f"orthanc: {first_line([orthanc, '--version']) if orthanc else 'absent'}")
+    print(f"node: sro-decoder serve {' '.join(NODE_ARGS) or '(shipped defaults)'}")
     print(f"network: {'private namespace (unshare -n), loopback' if in_netns else 'host loopback'}")
     print(f"{args.n} SROs (model.synth, seed {args.seed}); scenarios: 1 and {args.assocs} "
           f"associations; receivers: {', '.join(names)}")
