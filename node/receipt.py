@@ -15,6 +15,7 @@ import logging
 import threading
 import uuid
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -166,6 +167,12 @@ class StoreHandler:
         self.settings = recorder.settings
         self._associations: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._io = ThreadPoolExecutor(max_workers=self.settings.node.max_associations,
+                                      thread_name_prefix="archive")
+
+    def close(self) -> None:
+        """Finish pending archive writes (after the associations have ended)."""
+        self._io.shutdown(wait=True)
 
     def association_id(self, assoc: Any) -> str:
         with self._lock:
@@ -198,6 +205,8 @@ class StoreHandler:
         request = event.request
         raw_uid = request.AffectedSOPInstanceUID
         uid = str(raw_uid) if raw_uid is not None else None
+        if uid is not None and not valid_uid(uid):
+            uid = uid[:64]  # recorded as text only; never used to name a file
         raw_class = request.AffectedSOPClassUID
         sop_class = None if raw_class is None else str(raw_class)
         data: bytes = request.DataSet.getvalue()
@@ -207,7 +216,7 @@ class StoreHandler:
         limit = self.settings.node.max_dataset_bytes
 
         if len(data) > limit:
-            record = DecodeRecord(
+            refused = DecodeRecord(
                 decision=DecisionKind.INVALID, reason_code=TOO_LARGE,
                 model=self.recorder.decoder.info,
                 reason=f"the data set has {len(data)} bytes, more than the {limit} accepted "
@@ -215,7 +224,7 @@ class StoreHandler:
                 sop_instance_uid=uid)
             receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                             transfer_syntax_uid=transfer_syntax, archived=None,
-                                            size=len(data), record=record, ds=None)
+                                            size=len(data), record=refused, ds=None)
             self._commit(receipt, fields)
             log.warning("data set too large; refused", extra={"fields": fields})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "data set too large")
@@ -225,9 +234,20 @@ class StoreHandler:
             meta.SendingApplicationEntityTitle = origin.calling_ae_title
         if origin.called_ae_title:
             meta.ReceivingApplicationEntityTitle = origin.called_ae_title
+        name = uid if valid_uid(uid) else None
+        archive = self.recorder.archive
+        # The archive write (file fsync, rename, folder fsync: waiting on the disk, not the
+        # GIL) runs in a helper thread while this one decodes. Nothing is recorded, and nothing
+        # answered, before the write has returned: the order of durability is unchanged.
+        writing = self._io.submit(archive.store, name, part10_bytes(meta, data))
+        seen_before = name is not None and archive.primary_path(name).exists()
+        ds: Dataset | None = None
+        record: DecodeRecord | None = None
+        if not seen_before:  # a second copy is never decoded
+            ds, error = self._dataset(event, data)
+            record = self.recorder.decode(ds, error, origin, uid)
         try:
-            archived = self.recorder.archive.store(uid if valid_uid(uid) else None,
-                                                   part10_bytes(meta, data))
+            archived = writing.result()
         except OSError as exc:
             log.error("archive write failed", extra={"fields": {**fields, "error": repr(exc)}})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "archive write failed")
@@ -235,9 +255,9 @@ class StoreHandler:
 
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
-
-        ds, error = self._dataset(event, data)
-        record = self.recorder.decode(ds, error, origin, uid)
+        if record is None:  # the first copy vanished between the check and the write
+            ds, error = self._dataset(event, data)
+            record = self.recorder.decode(ds, error, origin, uid)
         receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=len(data), record=record, ds=ds)

@@ -108,6 +108,7 @@ class Node:
         self.engine: Engine | None = None
         self.writer: GroupCommitWriter | None = None
         self.batcher: DecodeBatcher | None = None
+        self.store: StoreHandler | None = None
         self.sender: OutboxSender | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
@@ -137,7 +138,7 @@ class Node:
         if not s.alerts.recipients:
             log.warning("no alert recipients configured: flagged decisions wait in the outbox",
                         extra={"fields": {"setting": "[alerts] recipients"}})
-        store = StoreHandler(recorder, self.writer, self.engine)
+        store = self.store = StoreHandler(recorder, self.writer, self.engine)
         handlers = [
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [store]),
@@ -179,6 +180,8 @@ class Node:
                 log.warning("aborting associations still open after the grace period",
                             extra={"fields": {"associations": len(left)}})
             self.ae.shutdown()
+        if self.store is not None:
+            self.store.close()
         if self.batcher is not None:
             self.batcher.stop()
         if self.writer is not None:
