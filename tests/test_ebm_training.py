@@ -20,6 +20,7 @@ from model.ebm.training import (
     OptimiserConfig,
     TrainingConfig,
     calibrate_threshold,
+    config_to_toml,
     fit,
     load_training_config,
 )
@@ -69,6 +70,12 @@ def test_shipped_config_loads_with_sampler_settings() -> None:
     assert set(cfg.data.rotation_ranges_deg) >= {1.0, 10.0}
     steps = {p for pair in cfg.data.precisions for p in pair}
     assert min(steps) <= 0.1 and max(steps) >= 1.0
+
+
+def test_config_round_trips_through_toml(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(TINY))
+    assert load_training_config(path) == TINY
 
 
 def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
@@ -124,3 +131,14 @@ def test_train_command_writes_checkpoints_config_weights_and_card(tmp_path: Path
     decoder = load_energy_decoder(export / "ebm.pt")
     assert decoder.info.sha256 == card.sha256 and decoder.ood_threshold == card.ood_threshold
     assert json.loads((export / "ebm.card.json").read_text())["baseline"]["weights_file"]
+
+
+def test_train_command_records_overrides_in_its_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--iterations", "4",
+                 "--seed", "11"]) == 0
+    written = load_training_config(out / "training.toml")
+    assert written.optimiser.iterations == 4 and written.seed == 11
+    assert written.sampler == load_training_config(cfg).sampler

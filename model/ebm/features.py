@@ -9,8 +9,9 @@ numbers: ``z``, a clamped ramp of ``(|δ| − s/2) / σ`` (inside or outside the
 the scale ``σ`` of the matrix's DS noise, see :data:`Z_SHIFT`) and
 ``log(1 + max(|δ|/s − 1/2, 0))`` (how far outside, in steps). Inside
 the cell both are constant, so conventions that explain the data equally get equal features.
-The six components are grouped as rotation and translation axes so the network can pool over
-axes (equivariant where the geometry is); translations count only with an isocenter.
+The six components are pooled symmetrically (the network does not depend on how axes are
+numbered, nor on whether a residual is an angle or a length once it is measured in steps);
+translations count only with an isocenter.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from model.batch import InputBatch
 from model.conventions import INVERSE_FLAGS, ORDER_INDEX, PERMUTATIONS
 from model.geometry import ORDERS
 
-#: Pooled numbers per hypothesis (rotation and translation groups) and per input.
-POOLED_FEATURES = 8
+#: Pooled numbers per hypothesis (over the six components) and per input.
+POOLED_FEATURES = 4
 GLOBAL_FEATURES = 5
 N_FEATURES = POOLED_FEATURES + GLOBAL_FEATURES
 #: ``σ`` never falls below this share of the step (keeps ``u`` finite for 15-digit matrices).
@@ -150,13 +151,15 @@ def context_from_batch(batch: InputBatch) -> tuple[Context, torch.Tensor]:
 
 
 def hypothesis_features(ctx: Context, rho: torch.Tensor) -> torch.Tensor:
-    """Per-hypothesis features (N, 48, 13), float32, differentiable in ``rho``.
+    """Per-hypothesis features (N, 48, 9), float32, differentiable in ``rho``.
 
-    For the rotation axes and the translation axes separately (translations masked to
-    "inside" without an isocenter, SPEC section 3), pooled over the three axes so the result
-    does not depend on how axes are numbered: max and mean of ``z``, sum and max of the
-    distance outside the cell. Then five per-input numbers: log10 of both steps, log10 of
-    ``σ / s`` for both, and whether the isocenter is present.
+    The rounding physics is the same for every component once residuals are measured in
+    steps and in ``σ``, so the six components (translations masked to "inside" without an
+    isocenter, SPEC section 3) are pooled with symmetric functions, invariant to how they are
+    numbered: max and mean of ``z``, sum and max of the distance outside the cell. A
+    translation just outside its cell thus counts like a rotation just outside its cell,
+    which the data show far more often. Then five per-input numbers: log10 of both steps,
+    log10 of ``σ / s`` for both, and whether the isocenter is present.
     """
     n = rho.shape[0]
     delta = ctx.theta - rho[:, None, :]
@@ -167,17 +170,15 @@ def hypothesis_features(ctx: Context, rho: torch.Tensor) -> torch.Tensor:
     u = excess / ctx.sigma[:, None, :]
     z = torch.clamp((u - Z_SHIFT) / Z_WIDTH, -1.0, 1.0).to(torch.float32)
     out = torch.log1p(torch.relu(excess / ctx.step[:, None, :]).to(torch.float32))
-    z = z.view(n, 48, 2, 3)
-    out = out.view(n, 48, 2, 3)
-    pooled = torch.stack(
-        [z.amax(dim=3), z.mean(dim=3), out.sum(dim=3), out.amax(dim=3)], dim=3
-    )  # (N, 48, 2, 4)
-    has = ctx.has_isocenter.to(torch.float32)[:, None]
-    inside = torch.tensor([-1.0, -1.0, 0.0, 0.0])
-    trans = torch.where(has[:, :, None] > 0, pooled[:, :, 1], inside)
+    has = ctx.has_isocenter.to(torch.float32)[:, None, None] > 0
+    counts = torch.tensor([True, True, True, False, False, False])
+    keep = counts | has  # (N, 1, 6): translations only with an isocenter
+    z = torch.where(keep, z, -1.0)
+    out = torch.where(keep, out, 0.0)
+    pooled = torch.stack([z.amax(dim=2), z.mean(dim=2), out.sum(dim=2), out.amax(dim=2)], dim=2)
     s = ctx.step[:, [0, 3]]
     g = torch.cat(
         [torch.log10(s), torch.log10(ctx.sigma[:, [0, 3]] / s) / 9.0, ctx.has_isocenter[:, None]],
         dim=1,
     ).to(torch.float32)
-    return torch.cat([pooled[:, :, 0], trans, g[:, None, :].expand(n, 48, GLOBAL_FEATURES)], dim=2)
+    return torch.cat([pooled, g[:, None, :].expand(n, 48, GLOBAL_FEATURES)], dim=2)

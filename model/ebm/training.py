@@ -308,7 +308,7 @@ def train_and_export(
     if config_path is not None:
         shutil.copyfile(config_path, out_dir / "training.toml")
     else:
-        (out_dir / "training.toml").write_text(_to_toml(config.as_dict()))
+        (out_dir / "training.toml").write_text(config_to_toml(config))
     sets = make_sets(config)
     result = fit(config, sets["train"], sets["validation"], progress, out_dir / "checkpoints")
 
@@ -375,8 +375,16 @@ def train_and_export(
     return card
 
 
+def config_to_toml(config: TrainingConfig) -> str:
+    """The config as TOML that :func:`load_training_config` reads back to the same config."""
+    data = config.as_dict()
+    hidden = data.pop("hidden")
+    data["network"] = {"hidden": hidden}
+    return _to_toml(data)
+
+
 def _to_toml(data: dict[str, Any]) -> str:
-    """A minimal TOML writer for the config dict (scalars, lists, one level of tables)."""
+    """A minimal TOML writer (scalars, lists, one level of tables)."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):

@@ -67,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
         def on_base(it: int, total: int, row: dict[str, float]) -> None:
             progress.update(base_task, completed=it, visible=True, status=f"ce {row['loss']:.3f}")
 
-        card = train_and_export(config, args.out, on_step, on_base, config_path=path
-                                if args.config is not None or path.is_file() else None)
+        overridden = args.iterations is not None or args.seed is not None
+        card = train_and_export(config, args.out, on_step, on_base,
+                                config_path=None if overridden else path)
     elapsed = time.perf_counter() - start
     if args.export is not None:
         args.export.mkdir(parents=True, exist_ok=True)
