@@ -65,7 +65,6 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (run at every start-up)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")

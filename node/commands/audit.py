@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from node.commands.serve import add_settings_arguments, settings_from_args
@@ -64,9 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    from sqlalchemy.engine import make_url
+
     from node.audit.store import open_database
 
     settings = settings_from_args(args)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+        print(f"sro-decoder: no audit database at {url.database} (check --data-dir/--config)",
+              file=sys.stderr)
+        raise SystemExit(1)
     return open_database(settings.database_url)
 
 

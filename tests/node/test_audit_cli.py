@@ -97,3 +97,12 @@ def test_export_csv_matches_jsonl(filled: Path, tmp_path: Path) -> None:
     config.write_text(f'[storage]\ndata_dir = "{filled}"\n')
     rc, out = cli("audit", "--config", str(config), "export")
     assert rc == 0 and len(out.splitlines()) == len(rows)
+
+
+def test_audit_without_a_database_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _ = cli("audit", "--data-dir", str(tmp_path / "nowhere"), "list")
+    assert rc == 1
+    assert "no audit database" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
