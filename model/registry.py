@@ -25,5 +25,8 @@ def load_decoder(spec: str | None = None) -> Decoder:
             from model.ebm.inference import load_energy_decoder
         except ImportError as exc:
             raise UnknownModelError("the energy model is not available in this build") from exc
-        return load_energy_decoder(None if name == "ebm" else Path(name))
+        try:
+            return load_energy_decoder(None if name == "ebm" else Path(name))
+        except (OSError, ValueError, RuntimeError) as exc:  # not a weights file we can read
+            raise UnknownModelError(f"--model {name!r}: {exc}") from exc
     raise UnknownModelError(f"--model {name!r} is neither 'ebm', 'analytic' nor a weights file")

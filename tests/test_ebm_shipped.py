@@ -114,3 +114,14 @@ def test_conventions_that_explain_the_data_equally_tie_exactly(decoder) -> None:
             checked += 1
             assert len({float(post[i, k]) for k in same}) == 1
     assert checked > 50
+
+
+def test_a_file_that_is_not_energy_weights_is_a_usage_error(tmp_path: Path) -> None:
+    from model.registry import UnknownModelError
+
+    bogus = tmp_path / "weights.pt"
+    bogus.write_bytes(b"not torch")
+    with pytest.raises(UnknownModelError):
+        load_decoder(str(bogus))
+    with pytest.raises(UnknownModelError, match="not an energy-model weights file"):
+        load_decoder(str(WEIGHTS.parent / "baseline.pt"))

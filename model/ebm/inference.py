@@ -97,7 +97,10 @@ def load_energy_decoder(path: Path | None = None) -> EnergyDecoder:
     path = shipped_weights_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no energy-model weights at {path}; run `sro-decoder train`")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        raise ValueError(f"{path} is not an energy-model weights file: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("kind") != "sro-decoder-ebm":
         raise ValueError(f"{path} is not an energy-model weights file")
     net = EnergyNet(hidden=int(payload["hidden"]))
