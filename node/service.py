@@ -126,7 +126,8 @@ class Node:
         s = self.settings
         s.archive_dir.mkdir(parents=True, exist_ok=True)
         decoder = self._decoder or load_decoder(s.model.name or None)
-        self.engine = open_database(s.database_url)
+        self.engine = open_database(s.database_url,
+                                    sqlite_synchronous=s.storage.sqlite_synchronous)
         archive = Archive(s.archive_dir)
         self.reconciled = reconcile(self.engine, Recorder(s, decoder, archive))
         self.batcher = DecodeBatcher(decoder)

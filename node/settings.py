@@ -83,12 +83,15 @@ class StorageSettings:
     database_url: str = ""
     commit_batch_max: int = 64
     commit_timeout_s: float = 20.0
+    sqlite_synchronous: str = "FULL"
 
     def validate(self) -> None:
         _check(bool(self.data_dir.strip()), "[storage] data_dir", "must not be empty")
         _check(1 <= self.commit_batch_max <= 10_000, "[storage] commit_batch_max",
                f"{self.commit_batch_max} is not in 1..10000")
         _check(self.commit_timeout_s > 0, "[storage] commit_timeout_s", "must be positive")
+        _check(self.sqlite_synchronous in ("FULL", "NORMAL"), "[storage] sqlite_synchronous",
+               f"{self.sqlite_synchronous!r} is not 'FULL' or 'NORMAL'")
         if self.database_url:
             from sqlalchemy.engine import make_url
             from sqlalchemy.exc import ArgumentError

@@ -34,8 +34,15 @@ from node.audit.models import (
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def open_database(url: str, *, migrate_schema: bool = True) -> Engine:
-    """The process's one engine for ``url``, migrated to the newest schema."""
+def open_database(url: str, *, migrate_schema: bool = True, sqlite_synchronous: str = "FULL"
+                  ) -> Engine:
+    """The process's one engine for ``url``, migrated to the newest schema.
+
+    ``sqlite_synchronous`` is SQLite's ``PRAGMA synchronous``: ``FULL`` (default) makes every
+    commit survive a power cut; ``NORMAL`` (WAL) survives a killed process but may lose the last
+    commits on a power cut, which start-up reconciliation then re-records from the (always
+    fsynced) archive; acknowledgements and alert states of those last moments would be lost.
+    """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -46,19 +53,20 @@ def open_database(url: str, *, migrate_schema: bool = True) -> Engine:
         kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        mode = sqlite_synchronous.upper()
+
+        def pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={mode}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        event.listen(engine, "connect", pragmas)
     if migrate_schema:
         migrate(engine)
     return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def migrate(engine: Engine) -> None:

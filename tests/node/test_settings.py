@@ -78,6 +78,7 @@ translation_step_mm = 1.0
         ({"SRO_DECODER_PROFILES__DEFAULT__GROUP": "0x0010"}, "[profiles.default] group"),
         ({"SRO_DECODER_STORAGE__DATABASE_URL": "not a url"}, "[storage] database_url"),
         ({"SRO_DECODER_LOG__FORMAT": "xml"}, "[log] format"),
+        ({"SRO_DECODER_STORAGE__SQLITE_SYNCHRONOUS": "OFF"}, "[storage] sqlite_synchronous"),
     ],
 )
 def test_a_wrong_setting_is_named(env: dict[str, str], named: str) -> None:
