@@ -93,7 +93,8 @@ def run_list(args: argparse.Namespace) -> int:
         table = Table(title=f"{len(rows)} decision(s)")
         for col in ("received (UTC)", "calling AE", "SOP Instance UID", "decision", "convention",
                     "p", "alert", "acks", "dups"):
-            table.add_column(col, overflow="fold")
+            # only the UID may fold; the other columns stay on one line
+            table.add_column(col, overflow="fold", no_wrap=col != "SOP Instance UID")
         for d in rows:
             obj = d.received_object
             style = "red" if d.flagged and not d.acknowledgements else None
@@ -104,7 +105,8 @@ def run_list(args: argparse.Namespace) -> int:
                 alert_state(d), str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
                 style=style,
             )
-    Console(soft_wrap=False).print(table)
+    # piped output (no terminal) gets a wide table rather than rich's default 80 columns
+    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200).print(table)
     engine.dispose()
     return 0
 
