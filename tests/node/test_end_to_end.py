@@ -132,3 +132,33 @@ def test_pynetdicom_push_and_duplicate(tmp_path: Path, sro_dir: Path, node_facto
     # the second copy is kept on disk, apart from the first
     assert list((tmp_path / "data" / "archive" / "duplicates").rglob(f"{first}.*.dcm"))
     assert echo_ok(port)
+
+
+def test_sro_without_offset_is_recorded_not_flagged(
+    tmp_path: Path, node_factory: Any, smtp: Any
+) -> None:
+    import numpy as np
+
+    from model.sro import write
+
+    sink, smtp_port = smtp
+    node = node_factory(make_settings(tmp_path / "data", smtp_port))
+    ds = write(np.eye(4), None)
+    ae = AE(ae_title="CONSOLE9")
+    ae.add_requested_context(SpatialRegistrationStorage)
+    ae.dimse_timeout = 10
+    status = None
+    for _ in range(3):  # pynetdicom can lose a fast response (DOMAIN.md)
+        assoc = ae.associate("127.0.0.1", node.address[1], ae_title="SRO_DECODER")
+        assert assoc.is_established
+        status = assoc.send_c_store(ds)
+        assoc.release()
+        if status:
+            break
+    assert status and int(status.Status) == 0
+    row = export(tmp_path / "data")[str(ds.SOPInstanceUID)]
+    assert row["decision"] == "no_offset"
+    assert len(row["implied_offsets"]) == 48
+    assert row["alert_state"] == "none" and row["flagged"] is False
+    time.sleep(0.5)
+    assert sink.messages == []
