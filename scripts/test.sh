@@ -2,14 +2,12 @@
 # Installs everything the tests need on a fresh Debian machine, then runs ruff, mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if command -v apt-get >/dev/null 2>&1; then
-    missing=""
-    for tool in storescu echoscu dciodvfy; do command -v "$tool" >/dev/null 2>&1 || missing=1; done
-    if [ -n "$missing" ]; then
-        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dicom3tools >/dev/null
-    fi
+# Debian's dcmtk (storescu, echoscu, storescp) and dicom3tools (dciodvfy); `command -v storescu`
+# is not enough: pynetdicom installs an app of the same name.
+if ! dpkg -s dcmtk dicom3tools >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dicom3tools >/dev/null
 fi
 python3 -m pip install -q -e '.[dev]'
 echo "== ruff" && python3 -m ruff check .
