@@ -258,6 +258,12 @@ class StoreHandler:
         if record is None:  # the first copy vanished between the check and the write
             ds, error = self._dataset(event, data)
             record = self.recorder.decode(ds, error, origin, uid)
+        if record.sop_instance_uid is not None and uid is not None \
+                and record.sop_instance_uid != uid:
+            # PS3.4 B.2.1.1: they must be equal; the archive and the record use the request's
+            record = replace(record, sop_instance_uid=uid, warnings=(
+                *record.warnings, f"the data set's SOP Instance UID {record.sop_instance_uid} "
+                f"differs from the C-STORE request's Affected SOP Instance UID {uid}"))
         receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=len(data), record=record, ds=ds)
