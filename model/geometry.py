@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.spatial.transform import Rotation
 
 from model.conventions import (
     HYPOTHESES,
@@ -123,12 +122,25 @@ def implied_offsets(
     r = np.empty((n, len(HYPOTHESES), 3))
     for k, order in enumerate(ORDERS):
         cols = np.flatnonzero(k == ORDER_INDEX)
-        mats = r_iec[:, cols].reshape(-1, 3, 3)
-        seq = Rotation.from_matrix(mats).as_euler(order.value, degrees=True)
-        angles = np.empty_like(seq)
-        angles[:, list(order.axis_indices)] = seq
-        r[:, cols] = angles.reshape(n, len(cols), 3)
+        r[:, cols] = matrix_to_euler(order, r_iec[:, cols])
     return t, wrap_degrees(r)
+
+
+def matrix_to_euler(order: RotationOrder, rotation: FloatArray) -> FloatArray:
+    """Angles (..., 3) indexed by axis, with ``euler_to_matrix(order, angles) == rotation``.
+
+    Closed form for ``R = R_k(γ) R_j(β) R_i(α)`` (extrinsic ``i, j, k``), the middle angle in
+    [−90°, 90°], as SciPy's ``as_euler`` returns it, without its per-call overhead.
+    """
+    i, j, k = order.axis_indices
+    e = 1.0 if (j - i) % 3 == 1 else -1.0  # +1 for cyclic orders (xyz, yzx, zxy)
+    rot = np.asarray(rotation, dtype=np.float64)
+    beta = np.arcsin(np.clip(-e * rot[..., k, i], -1.0, 1.0))
+    alpha = np.arctan2(e * rot[..., k, j], rot[..., k, k])
+    gamma = np.arctan2(e * rot[..., j, i], rot[..., i, i])
+    out = np.empty((*rot.shape[:-2], 3))
+    out[..., i], out[..., j], out[..., k] = alpha, beta, gamma
+    return np.degrees(out)
 
 
 def rotation_block_error(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:

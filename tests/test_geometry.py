@@ -147,3 +147,26 @@ def test_displacement_bound_is_an_upper_bound() -> None:
     actual = np.linalg.norm(moved_a - moved_b, axis=1).max()
     assert actual <= bound + 1e-9
     assert bound < 3 * actual  # and not a vacuous one
+
+
+@pytest.mark.parametrize("order", list(RotationOrder))
+@given(r=vec3(st.floats(-80.0, 80.0, allow_nan=False)))
+@settings(max_examples=40, deadline=None)
+def test_matrix_to_euler_matches_scipy(order: RotationOrder, r: tuple[float, float, float]) -> None:
+    from model.geometry import matrix_to_euler
+
+    m = euler_to_matrix(order, np.array(r))
+    seq = Rotation.from_matrix(m).as_euler(order.value, degrees=True)
+    expected = np.empty(3)
+    expected[list(order.axis_indices)] = seq
+    assert np.allclose(matrix_to_euler(order, m), expected, atol=1e-9)
+    assert np.allclose(matrix_to_euler(order, m), r, atol=1e-9)
+
+
+@given(r1=vec3(angle), r2=vec3(angle))
+@settings(max_examples=40, deadline=None)
+def test_spectral_norm_closed_form(r1: tuple[float, ...], r2: tuple[float, ...]) -> None:
+    a = forward(np.zeros((1, 3)), np.array([r1]))[0, 0]
+    b = forward(np.zeros((1, 3)), np.array([r2]))[0, 5]
+    expected = np.linalg.norm(a[:3, :3] - b[:3, :3], ord=2)
+    assert np.isclose(displacement_bound_mm(a, b, np.zeros(3), 1.0), expected, atol=1e-7)
