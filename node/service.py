@@ -99,6 +99,20 @@ def handle_aborted(event: Any) -> None:
     log.warning("association aborted", extra={"fields": _peer(event)})
 
 
+def set_torch_threads(threads: int) -> None:
+    """Limit torch's intra-op threads (``[model] torch_threads``; 0 leaves torch's default).
+
+    A C-STORE decodes one object (or the few that arrive together): a pool of intra-op threads
+    per core only adds hand-offs and GIL contention to such tiny batches.
+    """
+    if threads <= 0:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 class Node:
     """The running node: database, archive, decoder, writer, outbox sender and server."""
 
@@ -125,6 +139,7 @@ class Node:
         """Open the database (migrating it), reconcile the archive, then listen."""
         s = self.settings
         s.archive_dir.mkdir(parents=True, exist_ok=True)
+        set_torch_threads(s.model.torch_threads)  # before the decoder starts torch's pool
         decoder = self._decoder or load_decoder(s.model.name or None)
         self.engine = open_database(s.database_url,
                                     sqlite_synchronous=s.storage.sqlite_synchronous)

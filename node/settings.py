@@ -105,10 +105,15 @@ class StorageSettings:
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
     name: str = ""  # empty: model.registry.DEFAULT_MODEL, the shipped model
+    # torch intra-op threads of the serving process (0: torch's default, one per core); the
+    # node decodes one or a few objects at a time, where extra threads only cost hand-offs
+    torch_threads: int = 1
 
     def validate(self) -> None:
         _check(self.name == self.name.strip(), "[model] name",
                f"{self.name!r} has leading or trailing spaces")
+        _check(0 <= self.torch_threads <= 1024, "[model] torch_threads",
+               f"{self.torch_threads} is not in 0..1024")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, selectinload
 
@@ -144,98 +144,124 @@ def _convention_text(record: DecodeRecord) -> str | None:
     return f"{c.order.value}/{'inverse' if c.inverse else 'direct'}/{c.patient_position.value}"
 
 
-def record_receipts(session: Session, receipts: Sequence[Receipt]) -> list[Recorded]:
-    """Add the receipts to ``session`` (the caller commits); duplicates point to their first copy.
+def record_receipts(target: Session | Connection, receipts: Sequence[Receipt]) -> list[Recorded]:
+    """Add the receipts in ``target``'s transaction (the caller commits); duplicates point to
+    their first copy.
 
     A receipt marked ``duplicate`` whose first copy is not recorded yet (its earlier recording
-    failed) records the first copy's decision with it, so nothing stays unrecorded.
+    failed) records the first copy's decision with it, so nothing stays unrecorded. The rows are
+    written with SQLAlchemy Core statements (one ``INSERT`` per row, compiled once and cached),
+    not ORM objects: this runs once per received object, on the path to its acknowledgement.
     """
+    conn = target.connection() if isinstance(target, Session) else target
+    objects, decisions = ReceivedObject.__table__, DecisionRecord.__table__
     now = utcnow()
     out: list[Recorded] = []
+    # recorded already (two paths raced to record the same file): report that one
+    paths = [r.archive_path for r in receipts if r.archive_path is not None and not r.duplicate]
+    done: dict[str, Recorded] = {}
+    if paths:
+        for hit in conn.execute(
+            select(objects.c.id, objects.c.archive_path, objects.c.duplicate_of_id,
+                   objects.c.status, decisions.c.id)
+            .outerjoin(decisions, decisions.c.object_id == objects.c.id)
+            .where(objects.c.archive_path.in_(set(paths)))
+        ):
+            done[hit[1]] = Recorded(hit[0], hit[4], hit[2], hit[3], False)
     for r in receipts:
-        obj = ReceivedObject(
-            sop_instance_uid=r.sop_instance_uid,
-            sop_class_uid=r.sop_class_uid,
-            transfer_syntax_uid=r.transfer_syntax_uid,
-            archive_path=r.archive_path,
-            placement=r.placement,
-            size_bytes=r.size_bytes,
-            calling_ae_title=r.calling_ae_title,
-            called_ae_title=r.called_ae_title,
-            peer_address=r.peer_address,
-            association_id=r.association_id,
-            source=r.source,
-            status=r.status,
-            received_at=r.received_at,
-            recorded_at=now,
-        )
-        if r.archive_path is not None and not r.duplicate:
-            # recorded already (two paths raced to record the same file): report that one
-            done = session.scalars(
-                select(ReceivedObject).where(ReceivedObject.archive_path == r.archive_path)
-            ).first()
-            if done is not None:
-                decided = done.decision
-                out.append(Recorded(done.id, None if decided is None else decided.id,
-                                    done.duplicate_of_id, done.status, False))
-                continue
+        if r.archive_path is not None and not r.duplicate and r.archive_path in done:
+            out.append(done[r.archive_path])
+            continue
+        row: dict[str, Any] = {
+            "sop_instance_uid": r.sop_instance_uid,
+            "sop_class_uid": r.sop_class_uid,
+            "transfer_syntax_uid": r.transfer_syntax_uid,
+            "archive_path": r.archive_path,
+            "placement": r.placement,
+            "size_bytes": r.size_bytes,
+            "calling_ae_title": r.calling_ae_title,
+            "called_ae_title": r.called_ae_title,
+            "peer_address": r.peer_address,
+            "association_id": r.association_id,
+            "source": r.source,
+            "status": r.status,
+            "received_at": r.received_at,
+            "recorded_at": now,
+            "duplicate_of_id": None,
+        }
         primary = None
         if r.duplicate and r.sop_instance_uid is not None:
-            primary = find_primary(session, r.sop_instance_uid)
+            primary = conn.execute(
+                select(objects.c.id, objects.c.status)
+                .where(objects.c.sop_instance_uid == r.sop_instance_uid,
+                       objects.c.duplicate_of_id.is_(None),
+                       objects.c.placement == "primary")
+                .order_by(objects.c.id)
+                .limit(1)
+            ).first()
         if primary is not None:
-            obj.duplicate_of_id = primary.id
-            obj.status = primary.status
-            session.add(obj)
-            session.flush()
-            out.append(Recorded(obj.id, None, primary.id, primary.status, False))
+            row.update(duplicate_of_id=primary[0], status=primary[1])
+            object_id = _insert(conn, objects, row)
+            out.append(Recorded(object_id, None, primary[0], primary[1], False))
             continue
         if r.record is None:
             raise ValueError(
                 f"receipt of {r.sop_instance_uid} has no decision and no recorded first copy"
             )
-        session.add(obj)
-        session.flush()
-        decision = _decision_row(obj, r.record, r.extra, now)
-        session.add(decision)
-        session.flush()
+        object_id = _insert(conn, objects, row)
+        decision_id = _insert(conn, decisions, _decision_row(
+            object_id, r.sop_instance_uid, r.record, r.extra, now))
         queued = False
         if r.alert is not None:
-            session.add(AlertOutbox(
-                decision_id=decision.id,
-                recipients=",".join(r.alert.recipients),
-                subject=r.alert.subject,
-                body=r.alert.body,
-                state=AlertState.PENDING.value,
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
-            ))
+            _insert(conn, AlertOutbox.__table__, {
+                "decision_id": decision_id,
+                "recipients": ",".join(r.alert.recipients),
+                "subject": r.alert.subject,
+                "body": r.alert.body,
+                "state": AlertState.PENDING.value,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "last_error": None,
+                "sent_at": None,
+            })
             queued = True
-        out.append(Recorded(obj.id, decision.id, None, r.status, queued))
+        recorded = Recorded(object_id, decision_id, None, r.status, queued)
+        if r.archive_path is not None and not r.duplicate:
+            done[r.archive_path] = recorded
+        out.append(recorded)
     return out
 
 
+def _insert(conn: Connection, table: Any, row: dict[str, Any]) -> int:
+    """Insert one row and return its primary key (the statement's SQL is cached by SQLAlchemy)."""
+    key = conn.execute(insert(table), row).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def _decision_row(
-    obj: ReceivedObject, record: DecodeRecord, extra: dict[str, Any], now: dt.datetime
-) -> DecisionRecord:
+    object_id: int, object_uid: str | None, record: DecodeRecord, extra: dict[str, Any],
+    now: dt.datetime,
+) -> dict[str, Any]:
     data = record.as_dict()
     data.update(extra)
-    return DecisionRecord(
-        object_id=obj.id,
-        sop_instance_uid=record.sop_instance_uid or obj.sop_instance_uid,
-        decision=record.decision.value,
-        flagged=record.flagged,
-        reason_code=record.reason_code,
-        reason=record.reason,
-        convention=_convention_text(record),
-        probability=record.probability,
-        energy=record.energy,
-        model_name=record.model.name,
-        model_version=record.model.version,
-        model_sha256=record.model.sha256,
-        record_json=json.dumps(data),
-        decided_at=now,
-    )
+    return {
+        "object_id": object_id,
+        "sop_instance_uid": record.sop_instance_uid or object_uid,
+        "decision": record.decision.value,
+        "flagged": record.flagged,
+        "reason_code": record.reason_code,
+        "reason": record.reason,
+        "convention": _convention_text(record),
+        "probability": record.probability,
+        "energy": record.energy,
+        "model_name": record.model.name,
+        "model_version": record.model.version,
+        "model_sha256": record.model.sha256,
+        "record_json": json.dumps(data),
+        "decided_at": now,
+    }
 
 
 def recorded_archive_paths(session: Session) -> set[str]:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from node.audit.store import Receipt, Recorded, record_receipts
 from node.combining import Closed, Combiner
@@ -63,8 +62,8 @@ class GroupCommitWriter:
     def _commit(self, batch: list[tuple[Receipt, Future[Recorded]]]) -> None:
         receipts = [r for r, _ in batch]
         try:
-            with Session(self._engine) as session, session.begin():
-                results = record_receipts(session, receipts)
+            with self._engine.begin() as connection:
+                results = record_receipts(connection, receipts)
         except Exception as exc:
             if len(batch) == 1:
                 log.error("audit commit failed", extra={"fields": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -71,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         node.stop(0)
         return 1
 
+    # What start-up built (torch, the model, pydicom's dictionaries, SQLAlchemy) lives as long as
+    # the process: keep it out of the collector's full passes, which would otherwise walk it
+    # again and again while C-STOREs wait (Python's gc.freeze)
+    gc.freeze()
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
