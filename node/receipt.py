@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -244,7 +244,7 @@ class StoreHandler:
         ds: Dataset | None = None
         record: DecodeRecord | None = None
         if not seen_before:  # a second copy is never decoded
-            ds, error = self._dataset(event, data)
+            ds, error = self._dataset(event, data, meta)
             record = self.recorder.decode(ds, error, origin, uid)
         try:
             archived = writing.result()
@@ -256,7 +256,7 @@ class StoreHandler:
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
         if record is None:  # the first copy vanished between the check and the write
-            ds, error = self._dataset(event, data)
+            ds, error = self._dataset(event, data, meta)
             record = self.recorder.decode(ds, error, origin, uid)
         if record.sop_instance_uid is not None and uid is not None \
                 and record.sop_instance_uid != uid:
@@ -281,7 +281,8 @@ class StoreHandler:
         return status_dataset(status, record.reason)
 
     @staticmethod
-    def _dataset(event: Any, data: bytes) -> tuple[Dataset | None, str | None]:
+    def _dataset(event: Any, data: bytes, meta: FileMetaDataset
+                 ) -> tuple[Dataset | None, str | None]:
         ts = event.context.transfer_syntax
         try:
             check_complete(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
@@ -290,7 +291,7 @@ class StoreHandler:
             return None, f"the data set is incomplete: {exc}"
         try:
             ds = event.dataset
-            ds.file_meta = event.file_meta
+            ds.file_meta = meta  # the archived file's meta (event.file_meta builds a new one)
             return ds, None
         except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
