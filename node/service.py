@@ -103,7 +103,8 @@ def set_torch_threads(threads: int) -> None:
     """Limit torch's intra-op threads (``[model] torch_threads``; 0 leaves torch's default).
 
     A C-STORE decodes one object (or the few that arrive together): a pool of intra-op threads
-    per core only adds hand-offs and GIL contention to such tiny batches.
+    per core only adds hand-offs and GIL contention to such tiny batches. A process-wide
+    setting: ``sro-decoder serve`` applies it before the node loads its decoder.
     """
     if threads <= 0:
         return
@@ -139,7 +140,6 @@ class Node:
         """Open the database (migrating it), reconcile the archive, then listen."""
         s = self.settings
         s.archive_dir.mkdir(parents=True, exist_ok=True)
-        set_torch_threads(s.model.torch_threads)  # before the decoder starts torch's pool
         decoder = self._decoder or load_decoder(s.model.name or None)
         self.engine = open_database(s.database_url,
                                     sqlite_synchronous=s.storage.sqlite_synchronous)

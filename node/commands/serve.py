@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from model.registry import UnknownModelError
     from node.logs import configure_logging
-    from node.service import Node
+    from node.service import Node, set_torch_threads
 
     settings = settings_from_args(
         args,
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         log={"level": args.log_level},
     )
     configure_logging(settings.log.level, settings.log.format)
+    set_torch_threads(settings.model.torch_threads)  # before the decoder starts torch's pool
     node = Node(settings)
     try:
         node.start()

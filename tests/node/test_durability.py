@@ -99,6 +99,25 @@ def test_group_commit_batches_concurrent_receipts(tmp_path: Path) -> None:
         assert session.scalar(select(func.count()).select_from(DecisionRecord)) == 40
 
 
+def test_one_batch_records_a_path_once_and_links_duplicates(tmp_path: Path) -> None:
+    engine = open_database(f"sqlite:///{tmp_path / 'audit.db'}")
+    writer = GroupCommitWriter(engine)
+    first = _receipt("1.2.3.7", "objects/7.dcm")
+    again = _receipt("1.2.3.7", "objects/7.dcm")  # the same file recorded by a racing path
+    copy = _receipt("1.2.3.7", "duplicates/7.x.dcm")
+    copy.duplicate, copy.record, copy.placement = True, None, "duplicate"
+    futures = [writer.submit(r) for r in (first, again, copy)]
+    writer.flush()  # one transaction holds all three
+    a, b, c = (f.result(timeout=0) for f in futures)
+    writer.stop()
+    assert writer.batches == 1
+    assert (b.object_id, b.decision_id) == (a.object_id, a.decision_id)
+    assert c.duplicate_of_id == a.object_id and c.decision_id is None and c.status == 0xC001
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(ReceivedObject)) == 2
+        assert session.scalar(select(func.count()).select_from(DecisionRecord)) == 1
+
+
 def test_a_failing_receipt_fails_alone(tmp_path: Path) -> None:
     engine = open_database(f"sqlite:///{tmp_path / 'audit.db'}")
     writer = GroupCommitWriter(engine)

@@ -79,6 +79,7 @@ translation_step_mm = 1.0
         ({"SRO_DECODER_STORAGE__DATABASE_URL": "not a url"}, "[storage] database_url"),
         ({"SRO_DECODER_LOG__FORMAT": "xml"}, "[log] format"),
         ({"SRO_DECODER_STORAGE__SQLITE_SYNCHRONOUS": "OFF"}, "[storage] sqlite_synchronous"),
+        ({"SRO_DECODER_MODEL__TORCH_THREADS": "-1"}, "[model] torch_threads"),
     ],
 )
 def test_a_wrong_setting_is_named(env: dict[str, str], named: str) -> None:
