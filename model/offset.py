@@ -190,7 +190,8 @@ class OffsetProfile:
     def _candidate_groups(self, ds: Dataset) -> list[int]:
         if self.group is not None:
             return [self.group]
-        return sorted({elem.tag.group for elem in ds if elem.tag.group % 2 == 1})
+        # tags only: iterating the data set itself would convert every raw element
+        return sorted({tag >> 16 for tag in ds.keys() if (tag >> 16) % 2 == 1})  # noqa: SIM118
 
 
 DEFAULT_PROFILE = OffsetProfile()
