@@ -159,12 +159,9 @@ def generate(config: SynthConfig) -> SynthSet:
     patient_has_iso = rng.random(n_patients) < config.isocenter_fraction
 
     rr = config.rotation_range_deg
+    lim = config.shift_limit_mm
     true_r = rng.uniform(-rr, rr, (n, 3))
-    true_t = np.clip(
-        rng.normal(0.0, config.shift_sigma_mm, (n, 3)),
-        -config.shift_limit_mm,
-        config.shift_limit_mm,
-    )
+    true_t = np.clip(rng.normal(0.0, config.shift_sigma_mm, (n, 3)), -lim, lim)
     console = patient_console[patient]
     iso = patient_iso[patient]
     has_iso = patient_has_iso[patient]
@@ -200,7 +197,7 @@ def generate(config: SynthConfig) -> SynthSet:
                 rep_r[j, axis] = -rep_r[j, axis]
             elif kind is Corruption.OTHER_REGISTRATION:
                 other_r = rng.uniform(-rr, rr, 3)
-                other_t = np.clip(rng.normal(0, config.shift_sigma_mm, 3), -20, 20)
+                other_t = np.clip(rng.normal(0, config.shift_sigma_mm, 3), -lim, lim)
                 rep_r[j] = round_to_step(other_r, prec.rotation_step_deg)
                 rep_t[j] = round_to_step(other_t, prec.translation_step_mm)
         kinds[j] = kind
