@@ -27,7 +27,7 @@ from model.conventions import (
     PatientPosition,
     RotationOrder,
 )
-from model.geometry import euler_to_matrix, rigid_inverse
+from model.geometry import euler_to_matrix, rigid_inverse, rotation_block_error
 from model.offset import CouchOffset, Precision
 from model.sro import ds_round, write
 
@@ -213,7 +213,7 @@ def generate(config: SynthConfig) -> SynthSet:
         has_isocenter=has_iso.copy(),
         rotation_step_deg=np.full(n, prec.rotation_step_deg),
         translation_step_mm=np.full(n, prec.translation_step_mm),
-        orthonormality_error=_ortho_error(matrices),
+        orthonormality_error=rotation_block_error(matrices)[0],
     )
     return SynthSet(
         batch=batch,
@@ -228,11 +228,6 @@ def generate(config: SynthConfig) -> SynthSet:
         true_position=true_pos,
         config=config,
     )
-
-
-def _ortho_error(matrices: FloatArray) -> FloatArray:
-    rot = matrices[:, :3, :3]
-    return np.abs(np.swapaxes(rot, 1, 2) @ rot - np.eye(3)).max(axis=(1, 2))
 
 
 def write_set(data: SynthSet, out_dir: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -51,21 +52,11 @@ def options_from_args(
     unit = (
         TranslationUnit(args.translation_unit) if args.translation_unit else base.translation_unit
     )
-    profile = OffsetProfile(
-        name=base.name,
-        private_creator=base.private_creator,
-        group=base.group,
-        translation_element=base.translation_element,
-        rotation_element=base.rotation_element,
-        isocenter_element=base.isocenter_element,
-        console_element=base.console_element,
-        translation_unit=unit,
-        wrap_angles=base.wrap_angles,
-        precision=precision,
-    )
+    profile = dataclasses.replace(base, translation_unit=unit, precision=precision)
+    default = DecisionPolicy()
     policy = DecisionPolicy(
-        tolerance_mm=args.tolerance_mm or DecisionPolicy().tolerance_mm,
-        radius_mm=args.radius_mm or DecisionPolicy().radius_mm,
+        tolerance_mm=args.tolerance_mm or default.tolerance_mm,
+        radius_mm=args.radius_mm or default.radius_mm,
     )
     override = None
     if args.offset is not None:
