@@ -18,7 +18,13 @@ from model.batch import InputBatch
 from model.conventions import HYPOTHESES, Convention
 from model.decoder import DecoderOutput, ModelInfo
 from model.errors import InvalidReason
-from model.geometry import displacement_bound_mm, forward, implied_offsets, wrap_degrees
+from model.geometry import (
+    displacement_bound_mm,
+    forward,
+    implied_offset_of,
+    implied_offsets,
+    wrap_degrees,
+)
 from model.offset import CouchOffset, Precision
 
 CREDIBLE_MASS = 0.99
@@ -207,9 +213,11 @@ def decide(
         batch.translation_mm, batch.rotation_deg, batch.isocenter_mm
     )  # (N, 48, 4, 4)
     centre = batch.isocenter_mm  # zeros (the origin of the rotation) where absent
-    t_h, r_h = implied_offsets(batch.matrix, batch.isocenter_mm)
     sets = credible_sets(posterior, policy.credible_mass)
     top_idx = np.argmax(posterior, axis=1)
+    t_best, r_best = implied_offset_of(batch.matrix, batch.isocenter_mm, top_idx)
+    res_r_all = np.abs(wrap_degrees(r_best - batch.rotation_deg)).max(axis=1)
+    res_t_all = np.abs(t_best - batch.translation_mm).max(axis=1)
     disp_all = displacement_bound_mm(
         predicted, predicted[np.arange(n), top_idx][:, None], centre[:, None, :], policy.radius_mm
     )  # (N, 48)
@@ -226,12 +234,8 @@ def decide(
         top = tuple(
             (HYPOTHESES[int(k)], float(posterior[i, k]), float(disp_all[i, k])) for k in top5
         )
-        res_r = float(np.abs(wrap_degrees(r_h[i, best] - batch.rotation_deg[i])).max())
-        res_t = (
-            float(np.abs(t_h[i, best] - batch.translation_mm[i]).max())
-            if batch.has_isocenter[i]
-            else None
-        )
+        res_r = float(res_r_all[i])
+        res_t = float(res_t_all[i]) if batch.has_isocenter[i] else None
         far = [a for a in alternatives if a.displacement_mm > policy.tolerance_mm]
         if output.out_of_distribution[i]:
             kind = DecisionKind.OUT_OF_DISTRIBUTION

@@ -6,6 +6,7 @@ Shapes: ``N`` inputs, ``H = 48`` hypotheses. Angles are degrees, lengths millime
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numpy.typing import ArrayLike
 
 from model.conventions import (
@@ -55,8 +56,16 @@ def euler_to_matrix(order: RotationOrder, rotation_deg: FloatArray) -> FloatArra
 
 
 def iec_rotations(rotation_deg: FloatArray) -> FloatArray:
-    """``R_iec`` for each of the 6 orders: (N, 3) angles to (N, 6, 3, 3)."""
-    return np.stack([euler_to_matrix(o, rotation_deg) for o in ORDERS], axis=1)
+    """``R_iec`` for each of the 6 orders: (N, 3) angles to (N, 6, 3, 3).
+
+    The three axis rotations are built once and composed in each order (extrinsic: later
+    rotations act on the left).
+    """
+    r = np.deg2rad(np.asarray(rotation_deg, dtype=np.float64))
+    axis = [_axis_rotation(a, r[..., a]) for a in range(3)]
+    return np.stack(
+        [axis[k] @ axis[j] @ axis[i] for i, j, k in (o.axis_indices for o in ORDERS)], axis=1
+    )
 
 
 def forward(
@@ -109,20 +118,37 @@ def implied_offsets(
     ``r`` (N, 48, 3) in degrees, ``r`` indexed by axis and wrapped to (−180, 180].
     """
     m = np.asarray(matrix, dtype=np.float64).reshape(-1, 4, 4)
-    n = m.shape[0]
+    n, h = m.shape[0], len(HYPOTHESES)
     c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(np.asarray(isocenter_mm, float))
-    both = np.stack([m, rigid_inverse(m)], axis=1)  # (N, 2, 4, 4): [direct, inverse]
-    t_corr = both[:, INVERSE_FLAGS.astype(np.int64)]  # (N, 48, 4, 4): the correction T
-    rot = t_corr[..., :3, :3]
-    d = t_corr[..., :3, 3]
-    p = PERMUTATIONS
+    t, r = implied_offset_of(np.repeat(m, h, axis=0), np.repeat(c, h, axis=0),
+                             np.tile(np.arange(h), n))
+    return t.reshape(n, h, 3), r.reshape(n, h, 3)
+
+
+def implied_offset_of(
+    matrix: FloatArray, isocenter_mm: FloatArray, hypothesis: npt.NDArray[np.int64]
+) -> tuple[FloatArray, FloatArray]:
+    """The offset ``(t, r)`` that hypothesis ``hypothesis[i]`` reads from ``matrix[i]``.
+
+    ``matrix`` (K, 4, 4), ``isocenter_mm`` (K, 3) (zeros: about the origin), ``hypothesis``
+    (K,) indices into :data:`HYPOTHESES`. Returns ``t`` and ``r`` (K, 3) as
+    :func:`implied_offsets` does, for one hypothesis per row.
+    """
+    m = np.asarray(matrix, dtype=np.float64).reshape(-1, 4, 4)
+    hyp = np.asarray(hypothesis, dtype=np.int64).reshape(-1)
+    c = np.asarray(isocenter_mm, dtype=np.float64).reshape(-1, 3)
+    inverse = INVERSE_FLAGS[hyp]
+    t_corr = np.where(inverse[:, None, None], rigid_inverse(m), m)  # the correction T
+    rot = t_corr[:, :3, :3]
+    p = PERMUTATIONS[hyp]  # (K, 3, 3)
     r_iec = p @ rot @ np.swapaxes(p, -1, -2)  # R_iec = P R Pᵀ
-    u = d - c[:, None, :] + np.einsum("nhij,nj->nhi", rot, c)
-    t = np.einsum("hij,nhj->nhi", p, u)  # t = P u
-    r = np.empty((n, len(HYPOTHESES), 3))
-    for k, order in enumerate(ORDERS):
-        cols = np.flatnonzero(k == ORDER_INDEX)
-        r[:, cols] = matrix_to_euler(order, r_iec[:, cols])
+    u = t_corr[:, :3, 3] - c + (rot @ c[:, :, None])[..., 0]
+    t = (p @ u[:, :, None])[..., 0]  # t = P u
+    r = np.empty((len(hyp), 3))
+    order = ORDER_INDEX[hyp]
+    for k in np.unique(order):
+        rows = order == k
+        r[rows] = matrix_to_euler(ORDERS[int(k)], r_iec[rows])
     return t, wrap_degrees(r)
 
 
@@ -154,14 +180,16 @@ def rotation_block_error(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
 def displacement_bound_mm(
     a: FloatArray, b: FloatArray, centre_mm: FloatArray, radius_mm: float
 ) -> FloatArray:
-    """``|Δu| + radius · ‖R₁ − R₂‖₂`` for two stacks of affine maps (SPEC section 4).
+    """``|Δu| + radius · ‖R₁ − R₂‖₂`` for two stacks of rigid maps (SPEC section 4).
 
     ``Δu`` is the difference of the two maps at ``centre_mm`` (the isocenter, or the origin of
     the rotation when there is none), so the bound holds for every point within ``radius_mm``.
     ``a`` and ``b`` broadcast to (..., 4, 4); ``centre_mm`` to (..., 3).
     """
-    da = np.einsum("...ij,...j->...i", a[..., :3, :3], centre_mm) + a[..., :3, 3]
-    db = np.einsum("...ij,...j->...i", b[..., :3, :3], centre_mm) + b[..., :3, 3]
-    shift = np.linalg.norm(da - db, axis=-1)
-    spectral = np.linalg.norm(a[..., :3, :3] - b[..., :3, :3], ord=2, axis=(-2, -1))
+    da = (a[..., :3, :3] @ centre_mm[..., None])[..., 0] + a[..., :3, 3]
+    db = (b[..., :3, :3] @ centre_mm[..., None])[..., 0] + b[..., :3, 3]
+    shift = np.sqrt(np.square(da - db).sum(axis=-1))
+    # For rotations R₁, R₂ the difference R₁(I − R₁ᵀR₂) has singular values 2 sin(θ/2) (twice)
+    # and 0, θ the angle of R₁ᵀR₂: its spectral norm is its Frobenius norm over √2.
+    spectral = np.sqrt(np.square(a[..., :3, :3] - b[..., :3, :3]).sum(axis=(-2, -1)) / 2.0)
     return shift + radius_mm * spectral

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
@@ -30,6 +32,7 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1433.1"
 UID_PREFIX = "1.2.826.0.1.3680043.10.1433."
 
 Matrix4 = tuple[tuple[float, float, float, float], ...]
+_IDENTITY = np.eye(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,53 +56,98 @@ class SpatialRegistration:
         return np.array(self.effective_matrix, dtype=np.float64)
 
 
-def _require(ds: Dataset, keyword: str, where: str) -> object:
-    value = getattr(ds, keyword, None) if keyword in ds else None
+# Attributes read on the receipt path, by tag (a keyword lookup costs a dictionary search more).
+_SOP_CLASS_UID = Tag(0x0008, 0x0016)
+_SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
+_STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
+_SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
+_FRAME_OF_REFERENCE_UID = Tag(0x0020, 0x0052)
+_PATIENT_NAME = Tag(0x0010, 0x0010)
+_PATIENT_ID = Tag(0x0010, 0x0020)
+_REGISTRATION_SEQUENCE = Tag(0x0070, 0x0308)
+_MATRIX_REGISTRATION_SEQUENCE = Tag(0x0070, 0x0309)
+_MATRIX_SEQUENCE = Tag(0x0070, 0x030A)
+_MATRIX_TYPE = Tag(0x0070, 0x030C)
+_MATRIX = Tag(0x3006, 0x00C6)
+
+
+def _value(ds: Dataset, tag: BaseTag) -> object:
+    """The value of ``tag`` in ``ds`` (``None`` when absent)."""
+    elem = ds.get(tag)
+    return None if elem is None else elem.value
+
+
+def _text(ds: Dataset, tag: BaseTag) -> str | None:
+    value = _value(ds, tag)
+    return None if value is None or value == "" else str(value)
+
+
+def _require(ds: Dataset, tag: BaseTag, where: str) -> object:
+    value = _value(ds, tag)
     if value is None or value == "" or (isinstance(value, DicomSequence) and len(value) == 0):
-        raise SROError(InvalidReason.MISSING_VALUE, f"{keyword} is missing or empty in {where}")
+        raise SROError(InvalidReason.MISSING_VALUE,
+                       f"{keyword_for_tag(tag)} is missing or empty in {where}")
     return value
+
+
+def _matrix_values(item: Dataset, label: str) -> list[float]:
+    """Frame of Reference Transformation Matrix (3006,00C6), DS, VM 16 (PS3.3 C.20.2.1.1).
+
+    A DS value is ASCII decimal text padded with spaces, values separated by backslashes
+    (PS3.5 section 6.2); the raw bytes are parsed directly, not through pydicom's DS objects.
+    """
+    elem = item.get_item(_MATRIX)
+    raw = None if elem is None else elem.value
+    if isinstance(raw, bytes | bytearray):
+        text = bytes(raw).strip(b" \0")
+        if not text:
+            raw = None
+        else:
+            parts: list[object] = list(text.split(b"\\"))
+    if raw is None or raw == "" or (isinstance(raw, Sequence) and len(raw) == 0):
+        raise SROError(InvalidReason.MISSING_VALUE,
+                       f"FrameOfReferenceTransformationMatrix is missing or empty in {label}")
+    if not isinstance(raw, bytes | bytearray):
+        parts = list(raw) if isinstance(raw, Sequence | np.ndarray) and not isinstance(
+            raw, str) else [raw]
+    if len(parts) != 16:
+        raise SROError(
+            InvalidReason.MATRIX_NOT_16_VALUES,
+            f"{label}: Frame of Reference Transformation Matrix has {len(parts)} values, not 16",
+        )
+    try:
+        floats = [float(v) for v in parts]  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise SROError(
+            InvalidReason.MATRIX_NOT_FINITE, f"{label}: a matrix value is not a number"
+        ) from exc
+    if not all(math.isfinite(v) for v in floats):
+        raise SROError(InvalidReason.MATRIX_NOT_FINITE, f"{label}: the matrix has NaN or infinity")
+    return floats
 
 
 def _item_matrix(item: Dataset, index: int) -> FloatArray:
     """The composed matrix of one Registration Sequence item (PS3.3 C.20.2.1.1)."""
     where = f"Registration Sequence item {index + 1}"
-    mrs = _require(item, "MatrixRegistrationSequence", where)
+    mrs = _require(item, _MATRIX_REGISTRATION_SEQUENCE, where)
     assert isinstance(mrs, DicomSequence)
-    out = np.eye(4)
+    out: FloatArray | None = None
     for mr in mrs:
-        matrices = _require(mr, "MatrixSequence", f"{where} Matrix Registration Sequence")
+        matrices = _require(mr, _MATRIX_SEQUENCE, f"{where} Matrix Registration Sequence")
         assert isinstance(matrices, DicomSequence)
         for m_index, m_item in enumerate(matrices):
             label = f"{where} Matrix Sequence item {m_index + 1}"
-            mtype = str(_require(m_item, "FrameOfReferenceTransformationMatrixType", label))
+            mtype = str(_require(m_item, _MATRIX_TYPE, label))
             if mtype.strip() != "RIGID":
                 raise SROError(
                     InvalidReason.MATRIX_TYPE_NOT_RIGID,
                     f"{label}: Frame of Reference Transformation Matrix Type is {mtype!r}, "
                     "only RIGID is decoded",
                 )
-            raw = _require(m_item, "FrameOfReferenceTransformationMatrix", label)
-            values = list(raw) if isinstance(raw, Sequence | np.ndarray) else [raw]
-            if len(values) != 16:
-                raise SROError(
-                    InvalidReason.MATRIX_NOT_16_VALUES,
-                    f"{label}: Frame of Reference Transformation Matrix has {len(values)} "
-                    "values, not 16",
-                )
-            try:
-                floats = [float(v) for v in values]  # type: ignore[arg-type]
-            except (TypeError, ValueError) as exc:
-                raise SROError(
-                    InvalidReason.MATRIX_NOT_FINITE, f"{label}: a matrix value is not a number"
-                ) from exc
-            if not all(math.isfinite(v) for v in floats):
-                raise SROError(
-                    InvalidReason.MATRIX_NOT_FINITE, f"{label}: the matrix has NaN or infinity"
-                )
-            matrix = np.array(floats).reshape(4, 4)
+            matrix = np.array(_matrix_values(m_item, label)).reshape(4, 4)
             _check_rigid(matrix, label)
-            out = matrix @ out  # items apply in sequence order
-    return out
+            out = matrix if out is None else matrix @ out  # items apply in sequence order
+    return np.eye(4) if out is None else out
 
 
 def _check_rigid(matrix: np.ndarray, label: str) -> float:
@@ -126,23 +174,23 @@ def _check_rigid(matrix: np.ndarray, label: str) -> float:
 
 def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:
     """Check ``ds`` against SPEC section 1; return the typed result or raise :class:`SROError`."""
-    sop_class = str(getattr(ds, "SOPClassUID", "") or "")
+    sop_class = _text(ds, _SOP_CLASS_UID) or ""
     if sop_class != SPATIAL_REGISTRATION_STORAGE:
         raise SROError(
             InvalidReason.NOT_SPATIAL_REGISTRATION,
             f"SOP Class UID is {sop_class or 'absent'!r}, not Spatial Registration Storage "
             f"({SPATIAL_REGISTRATION_STORAGE})",
         )
-    sop_uid = str(_require(ds, "SOPInstanceUID", "the dataset"))
-    own_frame = str(_require(ds, "FrameOfReferenceUID", "the dataset"))
-    items = _require(ds, "RegistrationSequence", "the dataset")
+    sop_uid = str(_require(ds, _SOP_INSTANCE_UID, "the dataset"))
+    own_frame = str(_require(ds, _FRAME_OF_REFERENCE_UID, "the dataset"))
+    items = _require(ds, _REGISTRATION_SEQUENCE, "the dataset")
     assert isinstance(items, DicomSequence)
 
     reference: list[FloatArray] = []
     registered: list[tuple[str, FloatArray]] = []
     for index, item in enumerate(items):
         frame = str(
-            _require(item, "FrameOfReferenceUID", f"Registration Sequence item {index + 1}")
+            _require(item, _FRAME_OF_REFERENCE_UID, f"Registration Sequence item {index + 1}")
         )
         matrix = _item_matrix(item, index)
         if frame == own_frame:
@@ -165,27 +213,29 @@ def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegist
             f"{len(reference)} items carry the SRO's own Frame of Reference UID; at most one is "
             "expected",
         )
-    a_ref = reference[0] if reference else np.eye(4)
     frame, a_reg = registered[0]
-    effective = np.linalg.solve(a_ref, a_reg)
-    effective[3] = (0.0, 0.0, 0.0, 1.0)
-    err = _check_rigid(effective, "effective matrix inv(A_ref)·A_reg")
+    if reference and not np.array_equal(reference[0], _IDENTITY):
+        effective = np.linalg.solve(reference[0], a_reg)
+        effective[3] = (0.0, 0.0, 0.0, 1.0)
+        err = _check_rigid(effective, "effective matrix inv(A_ref)·A_reg")
+    else:  # A_ref = I (the usual reference item, or none): M = A_reg, checked above
+        effective = a_reg
+        err = float(rotation_block_error(effective)[0])
 
     warnings: list[str] = []
     if not reference:
         warnings.append("no reference item: A_ref taken as identity")
     offset = profile.extract(ds)
-    patient_name = ds.get("PatientName")
     return SpatialRegistration(
         sop_instance_uid=sop_uid,
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")) or None,
-        series_instance_uid=str(ds.get("SeriesInstanceUID", "")) or None,
+        study_instance_uid=_text(ds, _STUDY_INSTANCE_UID),
+        series_instance_uid=_text(ds, _SERIES_INSTANCE_UID),
         frame_of_reference_uid=own_frame,
         registered_frame_of_reference_uid=frame,
         effective_matrix=tuple(tuple(float(v) for v in row) for row in effective),  # type: ignore[misc]
         offset=offset,
-        patient_id=str(ds.get("PatientID", "")) or None,
-        patient_name=None if patient_name is None else str(patient_name),
+        patient_id=_text(ds, _PATIENT_ID),
+        patient_name=_text(ds, _PATIENT_NAME),
         orthonormality_error=err,
         warnings=tuple(warnings),
     )

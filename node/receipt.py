@@ -239,8 +239,9 @@ class StoreHandler:
         # The archive write (file fsync, rename, folder fsync: waiting on the disk, not the
         # GIL) runs in a helper thread while this one decodes. Nothing is recorded, and nothing
         # answered, before the write has returned: the order of durability is unchanged.
-        writing = self._io.submit(archive.store, name, part10_bytes(meta, data))
+        # Checked before the write starts: a stat racing the write's fsyncs waits on them.
         seen_before = name is not None and archive.primary_path(name).exists()
+        writing = self._io.submit(archive.store, name, part10_bytes(meta, data))
         ds: Dataset | None = None
         record: DecodeRecord | None = None
         if not seen_before:  # a second copy is never decoded

@@ -144,6 +144,7 @@ class Node:
         self.engine = open_database(s.database_url,
                                     sqlite_synchronous=s.storage.sqlite_synchronous)
         archive = Archive(s.archive_dir)
+        archive.prepare()
         self.reconciled = reconcile(self.engine, Recorder(s, decoder, archive))
         self.batcher = DecodeBatcher(decoder)
         recorder = Recorder(s, decoder, archive, self.batcher)

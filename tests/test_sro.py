@@ -116,6 +116,10 @@ def _infinite(ds: Dataset) -> None:
     _set_matrix(ds, values)
 
 
+def _empty_matrix(ds: Dataset) -> None:
+    _matrix_item(ds).FrameOfReferenceTransformationMatrix = None
+
+
 def _not_orthonormal(ds: Dataset) -> None:
     values = _identity_values()
     values[0] = "1.001"
@@ -168,6 +172,7 @@ INVALID_CASES: list[tuple[Callable[[Dataset], None], InvalidReason]] = [
     (_twelve_values, InvalidReason.MATRIX_NOT_16_VALUES),
     (_nan, InvalidReason.MATRIX_NOT_FINITE),
     (_infinite, InvalidReason.MATRIX_NOT_FINITE),
+    (_empty_matrix, InvalidReason.MISSING_VALUE),
     (_not_orthonormal, InvalidReason.ROTATION_NOT_ORTHONORMAL),
     (_reflection, InvalidReason.ROTATION_NOT_PROPER),
     (_bottom_row, InvalidReason.BOTTOM_ROW_INVALID),
@@ -195,6 +200,30 @@ def test_each_invalid_check_has_its_code(
     assert info.value.code is code
     assert info.value.message  # a sentence for people
     assert code.value in str(info.value)
+
+
+def test_matrix_text_that_is_not_a_number(valid_sro: Dataset, tmp_path: Path) -> None:
+    values = _identity_values()
+    values[6] = "7.25"
+    _set_matrix(valid_sro, values)
+    path = tmp_path / "bad.dcm"
+    valid_sro.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert data.count(b"7.25") == 1
+    path.write_bytes(data.replace(b"7.25", b"7.2x"))  # pydicom itself refuses to write it
+    with pytest.raises(SROError) as info:
+        read(pydicom.dcmread(path))
+    assert info.value.code is InvalidReason.MATRIX_NOT_FINITE
+
+
+def test_read_from_bytes_equals_read_in_memory(valid_sro: Dataset, tmp_path: Path) -> None:
+    """The matrix's DS text is parsed from the raw bytes; the result is pydicom's numbers."""
+    _set_matrix(valid_sro, [f" {v:.9g}" for v in read(valid_sro).matrix.ravel()])
+    path = tmp_path / "sro.dcm"
+    valid_sro.save_as(path, enforce_file_format=True)
+    from_file, in_memory = read(pydicom.dcmread(path)), read(valid_sro)
+    assert from_file.effective_matrix == in_memory.effective_matrix
+    assert from_file == in_memory
 
 
 def test_orthonormality_within_tolerance_is_accepted(valid_sro: Dataset) -> None:

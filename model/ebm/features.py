@@ -87,8 +87,8 @@ def implied_offsets_torch(
     d = m[:, :3, 3]
     c = isocenter.to(torch.float64)
     # u = d_T − c + R_T c for the correction T = M (direct) or M⁻¹ (inverse)
-    u_direct = d - c + torch.einsum("nij,nj->ni", rot, c)
-    u_inverse = torch.einsum("nji,nj->ni", rot, c - d) - c
+    u_direct = d - c + torch.matmul(rot, c.unsqueeze(2)).squeeze(2)
+    u_inverse = torch.matmul(rot.transpose(1, 2), (c - d).unsqueeze(2)).squeeze(2) - c
     u = torch.cat([u_direct, u_inverse], dim=1)  # (N, 6)
     t = u.index_select(1, _T_IDX).view(n, 48, 3) * _T_SIGN
     e = rot.reshape(n, 9).index_select(1, _ROT_IDX).view(n, 48, 5) * _ROT_SIGN
