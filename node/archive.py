@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from pydicom.dataset import FileMetaDataset
-from pynetdicom.dsutils import encode_file_meta
-
 #: PS3.5 section 9.1: components of digits, no leading zero (but "0"), separated by ".", ≤ 64.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 SUFFIX = ".dcm"
@@ -50,11 +47,6 @@ class Archived:
     relative: str  # path relative to the archive root, as recorded in the audit database
     placement: Placement
     size_bytes: int
-
-
-def part10_bytes(file_meta: FileMetaDataset, dataset_bytes: bytes) -> bytes:
-    """Preamble, prefix, encoded File Meta Information and the data set (PS3.10 section 7.1)."""
-    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(file_meta), dataset_bytes))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,11 +15,10 @@ import logging
 import threading
 import uuid
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -28,13 +27,14 @@ from model.decoder import Decoder
 from model.errors import InvalidReason
 from model.pipeline import DecodeOptions, decode_dataset
 from node.alerts.compose import ReceiptContext, compose_alert
-from node.archive import Archive, Archived, Placement, part10_bytes, valid_uid
+from node.archive import Archive, Archived, Placement, valid_uid
 from node.audit.models import Source, utcnow
 from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
 from node.audit.writer import GroupCommitWriter
 from node.combining import Closed
 from node.decode_batcher import DecodeBatcher
 from node.encoding_check import EncodingError, check_complete
+from node.file_meta import FileMeta
 from node.settings import Settings
 from node.statuses import StoreStatus
 
@@ -167,12 +167,6 @@ class StoreHandler:
         self.settings = recorder.settings
         self._associations: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self._io = ThreadPoolExecutor(max_workers=self.settings.node.max_associations,
-                                      thread_name_prefix="archive")
-
-    def close(self) -> None:
-        """Finish pending archive writes (after the associations have ended)."""
-        self._io.shutdown(wait=True)
 
     def association_id(self, assoc: Any) -> str:
         with self._lock:
@@ -229,26 +223,15 @@ class StoreHandler:
             log.warning("data set too large; refused", extra={"fields": fields})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "data set too large")
 
-        meta = event.file_meta
-        if origin.calling_ae_title:
-            meta.SendingApplicationEntityTitle = origin.calling_ae_title
-        if origin.called_ae_title:
-            meta.ReceivingApplicationEntityTitle = origin.called_ae_title
+        meta = FileMeta(sop_class, uid, transfer_syntax,
+                        sending_application_entity_title=origin.calling_ae_title,
+                        receiving_application_entity_title=origin.called_ae_title)
         name = uid if valid_uid(uid) else None
         archive = self.recorder.archive
-        # The archive write (file fsync, rename, folder fsync: waiting on the disk, not the
-        # GIL) runs in a helper thread while this one decodes. Nothing is recorded, and nothing
-        # answered, before the write has returned: the order of durability is unchanged.
-        # Checked before the write starts: a stat racing the write's fsyncs waits on them.
-        seen_before = name is not None and archive.primary_path(name).exists()
-        writing = self._io.submit(archive.store, name, part10_bytes(meta, data))
-        ds: Dataset | None = None
-        record: DecodeRecord | None = None
-        if not seen_before:  # a second copy is never decoded
-            ds, error = self._dataset(event, data, meta)
-            record = self.recorder.decode(ds, error, origin, uid)
+        # Archive first (file fsync, link, folder fsync), then decode, in this thread: a helper
+        # thread writing while this one decodes would only wait for the interpreter lock.
         try:
-            archived = writing.result()
+            archived = archive.store(name, meta.part10(data))
         except OSError as exc:
             log.error("archive write failed", extra={"fields": {**fields, "error": repr(exc)}})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "archive write failed")
@@ -256,9 +239,8 @@ class StoreHandler:
 
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
-        if record is None:  # the first copy vanished between the check and the write
-            ds, error = self._dataset(event, data, meta)
-            record = self.recorder.decode(ds, error, origin, uid)
+        ds, error = self._dataset(event, data)
+        record = self.recorder.decode(ds, error, origin, uid)
         if record.sop_instance_uid is not None and uid is not None \
                 and record.sop_instance_uid != uid:
             # PS3.4 B.2.1.1: they must be equal; the archive and the record use the request's
@@ -282,8 +264,7 @@ class StoreHandler:
         return status_dataset(status, record.reason)
 
     @staticmethod
-    def _dataset(event: Any, data: bytes, meta: FileMetaDataset
-                 ) -> tuple[Dataset | None, str | None]:
+    def _dataset(event: Any, data: bytes) -> tuple[Dataset | None, str | None]:
         ts = event.context.transfer_syntax
         try:
             check_complete(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
@@ -291,9 +272,7 @@ class StoreHandler:
         except EncodingError as exc:
             return None, f"the data set is incomplete: {exc}"
         try:
-            ds = event.dataset
-            ds.file_meta = meta  # the archived file's meta (event.file_meta builds a new one)
-            return ds, None
+            return event.dataset, None
         except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
 

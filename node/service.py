@@ -197,8 +197,6 @@ class Node:
                 log.warning("aborting associations still open after the grace period",
                             extra={"fields": {"associations": len(left)}})
             self.ae.shutdown()
-        if self.store is not None:
-            self.store.close()
         if self.batcher is not None:
             self.batcher.stop()
         if self.writer is not None:

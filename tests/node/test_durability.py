@@ -210,19 +210,18 @@ def test_reconciliation_uses_the_senders_profile(tmp_path: Path, node_factory: A
     write_set(synth, out)
     data = tmp_path / "data"
     archive = Archive(data / "archive")
-    from pydicom.dataset import FileMetaDataset
     from pynetdicom.dsutils import encode
 
-    from node.archive import part10_bytes
+    from node.file_meta import FileMeta
 
     for f in sro_files(out):
         ds = pydicom.dcmread(f)
         block = ds.private_block(0x0071, "SRO DECODER RING")
         t = block[0x01].value
         block[0x01].value = [v / 10 for v in t]  # the console reports cm
-        meta = FileMetaDataset(ds.file_meta)
-        meta.SendingApplicationEntityTitle = "XVI_CM"
-        archive.store(str(ds.SOPInstanceUID), part10_bytes(meta, encode(ds, False, True)))
+        meta = FileMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID,
+                        sending_application_entity_title="XVI_CM")
+        archive.store(str(ds.SOPInstanceUID), meta.part10(encode(ds, False, True)))
     profiles = {"default": {}, "xvi": {"calling_ae_titles": ["XVI_CM"], "translation_unit": "cm"}}
     from node.settings import load_settings
 
