@@ -94,8 +94,7 @@ def hypothesis_features(batch: InputBatch) -> F32:
 
 
 def _silu(x: F32) -> F32:
-    out: F32 = x / (np.float32(1.0) + np.exp(-x))
-    return out
+    return x / (np.float32(1.0) + np.exp(-x))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
