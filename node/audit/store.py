@@ -144,23 +144,26 @@ def _convention_text(record: DecodeRecord) -> str | None:
     return f"{c.order.value}/{'inverse' if c.inverse else 'direct'}/{c.patient_position.value}"
 
 
-def record_receipts(target: Session | Connection, receipts: Sequence[Receipt]) -> list[Recorded]:
+def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *,
+                    check_recorded: bool = True) -> list[Recorded]:
     """Add the receipts in ``target``'s transaction (the caller commits); duplicates point to
     their first copy.
 
     A receipt marked ``duplicate`` whose first copy is not recorded yet (its earlier recording
     failed) records the first copy's decision with it, so nothing stays unrecorded. The rows are
-    written with SQLAlchemy Core statements (one ``INSERT`` per row, compiled once and cached),
-    not ORM objects: this runs once per received object, on the path to its acknowledgement.
+    written with SQLAlchemy Core statements (one ``INSERT`` per row, built once and compiled
+    once), not ORM objects: this runs once per received object, on the path to its
+    acknowledgement. With ``check_recorded`` an archive path recorded already (two paths raced
+    to record one file) gets that record back; without it such a receipt fails on the unique
+    archive path (:class:`sqlalchemy.exc.IntegrityError`) and the caller retries with it.
     """
     conn = target.connection() if isinstance(target, Session) else target
     objects, decisions = ReceivedObject.__table__, DecisionRecord.__table__
     now = utcnow()
     out: list[Recorded] = []
-    # recorded already (two paths raced to record the same file): report that one
     paths = [r.archive_path for r in receipts if r.archive_path is not None and not r.duplicate]
     done: dict[str, Recorded] = {}
-    if paths:
+    if paths and check_recorded:
         for hit in conn.execute(
             select(objects.c.id, objects.c.archive_path, objects.c.duplicate_of_id,
                    objects.c.status, decisions.c.id)
@@ -233,9 +236,16 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt]) -
     return out
 
 
+_INSERTS: dict[Any, Any] = {}
+
+
 def _insert(conn: Connection, table: Any, row: dict[str, Any]) -> int:
-    """Insert one row and return its primary key (the statement's SQL is cached by SQLAlchemy)."""
-    key = conn.execute(insert(table), row).inserted_primary_key
+    """Insert one row and return its primary key (one statement object per table, so its
+    cache key and compiled SQL are reused)."""
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = insert(table)
+    key = conn.execute(statement, row).inserted_primary_key
     assert key is not None
     return int(key[0])
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from node.audit.store import Receipt, Recorded, record_receipts
 from node.combining import Closed, Combiner
@@ -59,21 +60,23 @@ class GroupCommitWriter:
         """Commit what is pending and refuse new receipts."""
         self._combiner.close()
 
-    def _commit(self, batch: list[tuple[Receipt, Future[Recorded]]]) -> None:
+    def _commit(self, batch: list[tuple[Receipt, Future[Recorded]]],
+                check_recorded: bool = False) -> None:
         receipts = [r for r, _ in batch]
         try:
             with self._engine.begin() as connection:
-                results = record_receipts(connection, receipts)
-        except Exception as exc:
-            if len(batch) == 1:
-                log.error("audit commit failed", extra={"fields": {
-                    "sop_instance_uid": receipts[0].sop_instance_uid, "error": repr(exc)}})
-                batch[0][1].set_exception(exc)
+                results = record_receipts(connection, receipts, check_recorded=check_recorded)
+        except IntegrityError as exc:
+            if not check_recorded:  # an archive path recorded already: look before inserting
+                log.info("archive path recorded already; recording again with a lookup",
+                         extra={"fields": {"batch": len(batch), "error": repr(exc)}})
+                for one in batch:
+                    self._commit([one], check_recorded=True)
                 return
-            log.warning("batch commit failed; retrying one at a time",
-                        extra={"fields": {"batch": len(batch), "error": repr(exc)}})
-            for one in batch:
-                self._commit([one])
+            self._failed(batch, exc, check_recorded)
+            return
+        except Exception as exc:
+            self._failed(batch, exc, check_recorded)
             return
         self.batches += 1
         self.committed += len(batch)
@@ -84,3 +87,16 @@ class GroupCommitWriter:
                 self._on_committed(results)
             except Exception:  # a callback never breaks a commit
                 log.exception("on_committed callback failed")
+
+    def _failed(self, batch: list[tuple[Receipt, Future[Recorded]]], exc: Exception,
+                check_recorded: bool) -> None:
+        """A failed batch: its receipts again, one transaction each; a single one fails."""
+        if len(batch) == 1:
+            log.error("audit commit failed", extra={"fields": {
+                "sop_instance_uid": batch[0][0].sop_instance_uid, "error": repr(exc)}})
+            batch[0][1].set_exception(exc)
+            return
+        log.warning("batch commit failed; retrying one at a time",
+                    extra={"fields": {"batch": len(batch), "error": repr(exc)}})
+        for one in batch:
+            self._commit([one], check_recorded)

@@ -118,6 +118,25 @@ def test_one_batch_records_a_path_once_and_links_duplicates(tmp_path: Path) -> N
         assert session.scalar(select(func.count()).select_from(DecisionRecord)) == 1
 
 
+def test_a_path_recorded_earlier_gets_its_record_back(tmp_path: Path) -> None:
+    """The writer inserts without looking first; the unique archive path sends a second
+    recording of one file (e.g. by reconciliation or a duplicate's handler) to the lookup."""
+    engine = open_database(f"sqlite:///{tmp_path / 'audit.db'}")
+    writer = GroupCommitWriter(engine)
+    first = writer.record(_receipt("1.2.3.8", "objects/8.dcm"))
+    others = [_receipt(f"1.2.3.{i}", f"objects/{i}.dcm") for i in (20, 21)]
+    futures = [writer.submit(r) for r in (others[0], _receipt("1.2.3.8", "objects/8.dcm"),
+                                          others[1])]
+    writer.flush()  # the batch fails on the unique path, then each is recorded with a lookup
+    a, again, b = (f.result(timeout=0) for f in futures)
+    writer.stop()
+    assert (again.object_id, again.decision_id) == (first.object_id, first.decision_id)
+    assert len({a.object_id, b.object_id, first.object_id}) == 3
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(ReceivedObject)) == 3
+        assert session.scalar(select(func.count()).select_from(DecisionRecord)) == 3
+
+
 def test_a_failing_receipt_fails_alone(tmp_path: Path) -> None:
     engine = open_database(f"sqlite:///{tmp_path / 'audit.db'}")
     writer = GroupCommitWriter(engine)
