@@ -35,7 +35,13 @@ class RotationOrder(str, Enum):
     @property
     def axis_indices(self) -> tuple[int, int, int]:
         """Indices into ``(rx, ry, rz)`` in the order the rotations are applied."""
-        return tuple("xyz".index(a) for a in self.value)  # type: ignore[return-value]
+        return _AXIS_INDICES[self.value]
+
+
+_AXIS_INDICES: dict[str, tuple[int, int, int]] = {
+    order: ("xyz".index(order[0]), "xyz".index(order[1]), "xyz".index(order[2]))
+    for order in ("xyz", "xzy", "yxz", "yzx", "zxy", "zyx")
+}
 
 
 class PatientPosition(str, Enum):

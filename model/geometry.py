@@ -86,10 +86,10 @@ def forward(
     p = PERMUTATIONS  # (48, 3, 3)
     pt = np.swapaxes(p, -1, -2)
     rot = pt @ r_iec @ p  # R = Pᵀ R_iec P
-    u = np.einsum("hij,nj->nhi", pt, t)  # u = Pᵀ t
-    d = c[:, None, :] - np.einsum("nhij,nj->nhi", rot, c) + u  # T(x) = R x + (c − R c + u)
+    u = (pt @ t[:, None, :, None])[..., 0]  # u = Pᵀ t, (N, 48, 3)
+    d = c[:, None, :] - (rot @ c[:, None, :, None])[..., 0] + u  # T(x) = R x + (c − R c + u)
     rot_inv = np.swapaxes(rot, -1, -2)
-    d_inv = -np.einsum("nhij,nhj->nhi", rot_inv, d)
+    d_inv = -(rot_inv @ d[..., None])[..., 0]
     inv = INVERSE_FLAGS[None, :, None]
     out = np.zeros((n, len(HYPOTHESES), 4, 4))
     out[..., :3, :3] = np.where(inv[..., None], rot_inv, rot)

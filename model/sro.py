@@ -82,6 +82,28 @@ def _text(ds: Dataset, tag: BaseTag) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def _ascii(ds: Dataset, tag: BaseTag) -> str | None:
+    """A UI or CS value (default repertoire, PS3.5 section 6.1.2), read from the raw bytes:
+    trailing NUL or space padding removed; ``None`` when absent or empty."""
+    elem = ds.get_item(tag)
+    value = None if elem is None else elem.value
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("ascii", errors="replace").strip("\0 ")
+    else:  # a data set built in memory
+        text = str(value).strip("\0 ")
+    return text or None
+
+
+def _require_ascii(ds: Dataset, tag: BaseTag, where: str) -> str:
+    text = _ascii(ds, tag)
+    if text is None:
+        raise SROError(InvalidReason.MISSING_VALUE,
+                       f"{keyword_for_tag(tag)} is missing or empty in {where}")
+    return text
+
+
 def _require(ds: Dataset, tag: BaseTag, where: str) -> object:
     value = _value(ds, tag)
     if value is None or value == "" or (isinstance(value, DicomSequence) and len(value) == 0):
@@ -137,7 +159,7 @@ def _item_matrix(item: Dataset, index: int) -> FloatArray:
         assert isinstance(matrices, DicomSequence)
         for m_index, m_item in enumerate(matrices):
             label = f"{where} Matrix Sequence item {m_index + 1}"
-            mtype = str(_require(m_item, _MATRIX_TYPE, label))
+            mtype = _require_ascii(m_item, _MATRIX_TYPE, label)
             if mtype.strip() != "RIGID":
                 raise SROError(
                     InvalidReason.MATRIX_TYPE_NOT_RIGID,
@@ -174,23 +196,23 @@ def _check_rigid(matrix: np.ndarray, label: str) -> float:
 
 def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:
     """Check ``ds`` against SPEC section 1; return the typed result or raise :class:`SROError`."""
-    sop_class = _text(ds, _SOP_CLASS_UID) or ""
+    sop_class = _ascii(ds, _SOP_CLASS_UID) or ""
     if sop_class != SPATIAL_REGISTRATION_STORAGE:
         raise SROError(
             InvalidReason.NOT_SPATIAL_REGISTRATION,
             f"SOP Class UID is {sop_class or 'absent'!r}, not Spatial Registration Storage "
             f"({SPATIAL_REGISTRATION_STORAGE})",
         )
-    sop_uid = str(_require(ds, _SOP_INSTANCE_UID, "the dataset"))
-    own_frame = str(_require(ds, _FRAME_OF_REFERENCE_UID, "the dataset"))
+    sop_uid = _require_ascii(ds, _SOP_INSTANCE_UID, "the dataset")
+    own_frame = _require_ascii(ds, _FRAME_OF_REFERENCE_UID, "the dataset")
     items = _require(ds, _REGISTRATION_SEQUENCE, "the dataset")
     assert isinstance(items, DicomSequence)
 
     reference: list[FloatArray] = []
     registered: list[tuple[str, FloatArray]] = []
     for index, item in enumerate(items):
-        frame = str(
-            _require(item, _FRAME_OF_REFERENCE_UID, f"Registration Sequence item {index + 1}")
+        frame = _require_ascii(
+            item, _FRAME_OF_REFERENCE_UID, f"Registration Sequence item {index + 1}"
         )
         matrix = _item_matrix(item, index)
         if frame == own_frame:
@@ -228,8 +250,8 @@ def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegist
     offset = profile.extract(ds)
     return SpatialRegistration(
         sop_instance_uid=sop_uid,
-        study_instance_uid=_text(ds, _STUDY_INSTANCE_UID),
-        series_instance_uid=_text(ds, _SERIES_INSTANCE_UID),
+        study_instance_uid=_ascii(ds, _STUDY_INSTANCE_UID),
+        series_instance_uid=_ascii(ds, _SERIES_INSTANCE_UID),
         frame_of_reference_uid=own_frame,
         registered_frame_of_reference_uid=frame,
         effective_matrix=tuple(tuple(float(v) for v in row) for row in effective),  # type: ignore[misc]
