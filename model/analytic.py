@@ -47,9 +47,10 @@ class AnalyticDecoder:
         self.min_log_likelihood = math.log(min_likelihood)
         self.info = ModelInfo(name="analytic", version=__version__, sha256=None)
 
-    def log_likelihood(self, batch: InputBatch) -> FloatArray:
+    def log_likelihood(self, batch: InputBatch,
+                       implied: tuple[FloatArray, FloatArray] | None = None) -> FloatArray:
         """``log p(reported offset | M, h)`` for every input and hypothesis, shape (N, 48)."""
-        t_h, r_h = implied_offsets(batch.matrix, batch.isocenter_mm)
+        t_h, r_h = implied or implied_offsets(batch.matrix, batch.isocenter_mm)
         noise = np.maximum(batch.orthonormality_error, 1e-12)
         sigma_r = np.degrees(2.0 * noise) + 1e-9
         length = np.linalg.norm(batch.isocenter_mm, axis=1) + np.linalg.norm(
@@ -68,10 +69,12 @@ class AnalyticDecoder:
 
     def decode(self, batch: InputBatch) -> DecoderOutput:
         log_prior = -math.log(N_HYPOTHESES)
-        joint = self.log_likelihood(batch) + log_prior
+        implied = implied_offsets(batch.matrix, batch.isocenter_mm)
+        joint = self.log_likelihood(batch, implied) + log_prior
         log_evidence = logsumexp(joint, axis=1)
         return DecoderOutput(
             log_posterior=joint - log_evidence[:, None],
             energy=-log_evidence,
             out_of_distribution=joint.max(axis=1) - log_prior < self.min_log_likelihood,
+            implied_offsets=implied,
         )

@@ -215,7 +215,12 @@ def decide(
     centre = batch.isocenter_mm  # zeros (the origin of the rotation) where absent
     sets = credible_sets(posterior, policy.credible_mass)
     top_idx = np.argmax(posterior, axis=1)
-    t_best, r_best = implied_offset_of(batch.matrix, batch.isocenter_mm, top_idx)
+    if output.implied_offsets is not None:  # the decoder computed them for all 48
+        rows = np.arange(n)
+        t_best = output.implied_offsets[0][rows, top_idx]
+        r_best = output.implied_offsets[1][rows, top_idx]
+    else:
+        t_best, r_best = implied_offset_of(batch.matrix, batch.isocenter_mm, top_idx)
     res_r_all = np.abs(wrap_degrees(r_best - batch.rotation_deg)).max(axis=1)
     res_t_all = np.abs(t_best - batch.translation_mm).max(axis=1)
     disp_all = displacement_bound_mm(

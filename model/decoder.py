@@ -31,6 +31,9 @@ class DecoderOutput:
     log_posterior: FloatArray  # (N, 48): log softmax(−E(x, ·))
     energy: FloatArray  # (N,): −logsumexp(−E(x, ·)); lower means more plausible
     out_of_distribution: npt.NDArray[np.bool_]  # (N,)
+    #: the offset each hypothesis reads from the matrix, ``(t (N, 48, 3) mm, r (N, 48, 3)°)``,
+    #: when the decoder computed it anyway (:func:`model.geometry.implied_offsets`)
+    implied_offsets: tuple[FloatArray, FloatArray] | None = None
 
 
 class Decoder(Protocol):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from model.analytic import AnalyticDecoder
 from model.conventions import HYPOTHESIS_INDEX
 from model.decision import DecisionPolicy, decide
 from model.ebm.data import Role, mixture
@@ -79,3 +82,23 @@ def test_decisions_equal_the_torch_path(data: SynthSet, decoder: EnergyDecoder) 
         assert {x.convention for x in a.alternatives} | {a.convention} == {
             x.convention for x in b.alternatives} | {b.convention}
     assert same_top >= 0.999 * len(ours)
+
+
+@pytest.mark.parametrize("which", ["ebm", "analytic"])
+def test_residuals_from_the_decoders_implied_offsets(data: SynthSet, decoder: EnergyDecoder,
+                                                     which: str) -> None:
+    """decide() takes the best convention's residual from the offsets the decoder computed;
+    they are the ones model.geometry computes."""
+    model = decoder if which == "ebm" else AnalyticDecoder()
+    out = model.decode(data.batch)
+    assert out.implied_offsets is not None
+    policy = DecisionPolicy()
+    given = decide(data.batch, out, model.info, policy)
+    computed = decide(data.batch, dataclasses.replace(out, implied_offsets=None), model.info,
+                      policy)
+    for a, b in zip(given, computed, strict=True):
+        assert a.residual_rotation_deg == pytest.approx(b.residual_rotation_deg, abs=1e-6)
+        if b.residual_translation_mm is None:
+            assert a.residual_translation_mm is None
+        else:
+            assert a.residual_translation_mm == pytest.approx(b.residual_translation_mm, abs=1e-6)

@@ -69,17 +69,20 @@ class EnergyDecoder:
 
     def energies(self, batch: InputBatch) -> np.ndarray:
         """``E(x, h)`` (N, 48) float64; near-equal energies snapped to exact ties."""
-        if len(batch) == 0:
-            return np.zeros((0, 48))
-        e = np.concatenate([
-            self.numpy_net.energies(batch.subset(slice(start, start + CHUNK)))
-            for start in range(0, len(batch), CHUNK)
-        ])
+        return self._evaluate(batch)[0]
+
+    def _evaluate(self, batch: InputBatch) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self.numpy_net.evaluate(batch.subset(slice(start, start + CHUNK)))
+                 for start in range(0, len(batch), CHUNK)]
+        if not parts:
+            return np.zeros((0, 48)), np.zeros((0, 48, 6))
+        e = np.concatenate([p[0] for p in parts])
+        theta = np.concatenate([p[1] for p in parts])
         low = e.min(axis=1, keepdims=True)
-        return low + np.round((e - low) / TIE_RESOLUTION) * TIE_RESOLUTION
+        return low + np.round((e - low) / TIE_RESOLUTION) * TIE_RESOLUTION, theta
 
     def decode(self, batch: InputBatch) -> DecoderOutput:
-        e = self.energies(batch)
+        e, theta = self._evaluate(batch)
         neg = -e
         top = neg.max(axis=1, keepdims=True) if len(e) else np.zeros((0, 1))
         with np.errstate(invalid="ignore", over="ignore"):
@@ -91,6 +94,7 @@ class EnergyDecoder:
             log_posterior=np.where(finite[:, None], log_post, -np.log(48.0)),
             energy=energy,
             out_of_distribution=~finite | (energy > self.ood_threshold),
+            implied_offsets=(theta[..., 3:], theta[..., :3]),
         )
 
 

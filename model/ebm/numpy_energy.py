@@ -53,11 +53,13 @@ def implied_offsets(matrix: FloatArray, isocenter: FloatArray) -> FloatArray:
     return np.concatenate([r, t], axis=2)
 
 
-def hypothesis_features(batch: InputBatch) -> F32:
+def hypothesis_features(batch: InputBatch, theta: FloatArray | None = None) -> F32:
     """(N, 48, 9) float32: :func:`model.ebm.features.hypothesis_features` of
-    :func:`model.ebm.features.context_from_batch`, in NumPy."""
+    :func:`model.ebm.features.context_from_batch`, in NumPy (``theta``: the implied offsets,
+    when already computed)."""
     n = len(batch)
-    theta = implied_offsets(batch.matrix, batch.isocenter_mm)
+    if theta is None:
+        theta = implied_offsets(batch.matrix, batch.isocenter_mm)
     noise = np.maximum(batch.orthonormality_error, 1e-12)
     length = np.linalg.norm(batch.isocenter_mm, axis=1) + np.linalg.norm(
         batch.matrix[:, :3, 3], axis=1
@@ -123,6 +125,12 @@ class NumpyEnergyNet:
 
     def energies(self, batch: InputBatch) -> FloatArray:
         """``E(x, h)`` (N, 48), float64."""
-        h = _silu(hypothesis_features(batch) @ self.w1 + self.b1)
+        return self.evaluate(batch)[0]
+
+    def evaluate(self, batch: InputBatch) -> tuple[FloatArray, FloatArray]:
+        """``E(x, h)`` (N, 48) float64 and the implied offsets ``θ_h`` (N, 48, 6) they rest on."""
+        theta = implied_offsets(batch.matrix, batch.isocenter_mm)
+        h = _silu(hypothesis_features(batch, theta) @ self.w1 + self.b1)
         h = _silu(h @ self.w2 + self.b2)
-        return ((h @ self.w_head + self.b_head)[..., 0] * self.scale).astype(np.float64)
+        energy = ((h @ self.w_head + self.b_head)[..., 0] * self.scale).astype(np.float64)
+        return energy, theta
