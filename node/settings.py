@@ -60,6 +60,7 @@ class NodeSettings:
     network_timeout_s: float = 60.0
     acse_timeout_s: float = 30.0
     shutdown_grace_s: float = 20.0
+    poll_interval_ms: float = 0.2
 
     def validate(self) -> None:
         _ae_title(self.ae_title, "[node] ae_title")
@@ -75,6 +76,8 @@ class NodeSettings:
         for name in ("dimse_timeout_s", "network_timeout_s", "acse_timeout_s", "shutdown_grace_s"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value > 0, f"[node] {name}", "must be positive")
+        _check(math.isfinite(self.poll_interval_ms) and 0.05 <= self.poll_interval_ms <= 10,
+               "[node] poll_interval_ms", f"{self.poll_interval_ms} is not in 0.05..10")
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,29 @@ class PromptAckRequestHandler(RequestHandler):
             self.request = PromptAckSocket.adopt(request, self.options)
 
 
+def poll_interval_handler(interval_s: float) -> Any:
+    """An ``EVT_CONN_OPEN`` handler that sets how often the association polls its socket.
+
+    pynetdicom's DUL thread sleeps 1 ms between polls of an idle connection; a C-STORE waits
+    for that twice (the request arriving, the response leaving). The interval is the DUL's
+    run-loop delay, set on each accepted association before its threads start (the event fires
+    between the association's creation and ``assoc.start()``); no library code is patched.
+    Where this pynetdicom has no such delay, the default stays and the log says so once.
+    """
+    warned = threading.Event()
+
+    def handle_conn_open(event: Any) -> None:
+        dul = getattr(event.assoc, "dul", None)
+        if dul is not None and isinstance(getattr(dul, "_run_loop_delay", None), float):
+            dul._run_loop_delay = interval_s
+        elif not warned.is_set():
+            warned.set()
+            LOGGER.warning("this pynetdicom has no DUL run-loop delay; [node] poll_interval_ms "
+                           "has no effect")
+
+    return handle_conn_open
+
+
 def start_server(
     ae: AE,
     address: tuple[str, int],

@@ -218,3 +218,36 @@ def test_ae_shutdown_stops_the_server() -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert server not in ae._servers
+
+
+def test_poll_interval_is_set_on_each_accepted_association(ae: AE) -> None:
+    """The EVT_CONN_OPEN handler sets the DUL's run-loop delay before its thread starts."""
+    seen: list[float] = []
+
+    def on_echo(event: Event) -> int:
+        seen.append(event.assoc.dul._run_loop_delay)
+        return SUCCESS
+
+    handlers = [(evt.EVT_CONN_OPEN, transport.poll_interval_handler(0.0003)),
+                (evt.EVT_C_ECHO, on_echo)]
+    server = start_server(ae, ("127.0.0.1", 0), handlers)
+    port = server.server_address[1]
+    assert echo(port) == SUCCESS and echo(port) == SUCCESS
+    assert seen == [0.0003, 0.0003]  # pynetdicom's own default is 0.001
+
+
+def test_poll_interval_without_a_run_loop_delay_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Assoc:
+        dul = object()  # a pynetdicom whose DUL has no run-loop delay
+
+    class Ev:
+        assoc = Assoc()
+
+    handle = transport.poll_interval_handler(0.0002)
+    with caplog.at_level(logging.WARNING, logger="node.transport"):
+        handle(Ev())
+        handle(Ev())
+    assert [r.message for r in caplog.records].count(
+        "this pynetdicom has no DUL run-loop delay; [node] poll_interval_ms has no effect") == 1

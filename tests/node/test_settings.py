@@ -70,6 +70,7 @@ translation_step_mm = 1.0
         ({"SRO_DECODER_DECISION__TOLERANCE_MM": "-1"}, "[decision] tolerance_mm"),
         ({"SRO_DECODER_DECISION__RADIUS_MM": "nan"}, "[decision] radius_mm"),
         ({"SRO_DECODER_NODE__MAX_PDU_BYTES": "100"}, "[node] max_pdu_bytes"),
+        ({"SRO_DECODER_NODE__POLL_INTERVAL_MS": "0"}, "[node] poll_interval_ms"),
         ({"SRO_DECODER_SMTP__STARTTLS": "maybe"}, "[smtp] starttls"),
         ({"SRO_DECODER_SMTP__HOTS": "x"}, "[smtp] hots"),
         ({"SRO_DECODER_SMPT__HOST": "x"}, "[smpt]"),
