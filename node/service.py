@@ -36,7 +36,7 @@ from node.receipt import Recorder, StoreHandler
 from node.reconcile import reconcile
 from node.settings import Settings
 from node.statuses import EchoStatus
-from node.transport import poll_interval_handler, start_server
+from node.transport import PollBudget, start_server
 
 log = logging.getLogger("node.service")
 
@@ -157,7 +157,7 @@ class Node:
                         extra={"fields": {"setting": "[alerts] recipients"}})
         store = self.store = StoreHandler(recorder, self.writer, self.engine)
         handlers = [
-            (evt.EVT_CONN_OPEN, poll_interval_handler(s.node.poll_interval_ms / 1000.0)),
+            *PollBudget(s.node.poll_interval_ms / 1000.0).handlers(),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [store]),
             (evt.EVT_ACCEPTED, handle_accepted),

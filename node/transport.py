@@ -26,12 +26,13 @@ import logging
 import socket
 import ssl
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from socketserver import BaseServer
 from typing import Any
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -131,27 +132,56 @@ class PromptAckRequestHandler(RequestHandler):
             self.request = PromptAckSocket.adopt(request, self.options)
 
 
-def poll_interval_handler(interval_s: float) -> Any:
-    """An ``EVT_CONN_OPEN`` handler that sets how often the association polls its socket.
+class PollBudget:
+    """How often each open association polls its socket: ``interval × open associations``.
 
-    pynetdicom's DUL thread sleeps 1 ms between polls of an idle connection; a C-STORE waits
-    for that twice (the request arriving, the response leaving). The interval is the DUL's
-    run-loop delay, set on each accepted association before its threads start (the event fires
-    between the association's creation and ``assoc.start()``); no library code is patched.
-    Where this pynetdicom has no such delay, the default stays and the log says so once.
+    pynetdicom's DUL thread sleeps 1 ms between polls of an idle connection, and a C-STORE
+    waits for that twice (the request arriving, the response leaving). A lone association
+    polls every ``interval_s``; with ``n`` open, each polls every ``n × interval_s`` (never
+    slower than pynetdicom's own 1 ms), so polling costs the same share of the interpreter however
+    many senders are connected, and concurrent associations do not starve each other. The
+    interval is the DUL's run-loop delay, set from ``EVT_CONN_OPEN`` (which fires after the
+    association is made and before its threads start) and ``EVT_CONN_CLOSE``; no library code
+    is patched. Where this pynetdicom has no such delay, its default stays and the log says so
+    once.
     """
-    warned = threading.Event()
 
-    def handle_conn_open(event: Any) -> None:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._open: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        """``(event, handler)`` pairs to bind with ``evt_handlers``."""
+        return [(evt.EVT_CONN_OPEN, self.on_open), (evt.EVT_CONN_CLOSE, self.on_close)]
+
+    def delay_s(self, open_associations: int) -> float:
+        return min(max(1, open_associations) * self.interval_s, max(self.interval_s, 0.001))
+
+    def on_open(self, event: Any) -> None:
         dul = getattr(event.assoc, "dul", None)
-        if dul is not None and isinstance(getattr(dul, "_run_loop_delay", None), float):
-            dul._run_loop_delay = interval_s
-        elif not warned.is_set():
-            warned.set()
-            LOGGER.warning("this pynetdicom has no DUL run-loop delay; [node] poll_interval_ms "
-                           "has no effect")
+        if dul is None or not isinstance(getattr(dul, "_run_loop_delay", None), float):
+            with self._lock:
+                if not self._warned:
+                    self._warned = True
+                    LOGGER.warning("this pynetdicom has no DUL run-loop delay; "
+                                   "[node] poll_interval_ms has no effect")
+            return
+        with self._lock:
+            self._open.add(dul)
+            self._rebalance()
 
-    return handle_conn_open
+    def on_close(self, event: Any) -> None:
+        dul = getattr(event.assoc, "dul", None)
+        with self._lock:
+            self._open.discard(dul)
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        delay = self.delay_s(len(self._open))
+        for dul in list(self._open):
+            dul._run_loop_delay = delay
 
 
 def start_server(

@@ -220,20 +220,34 @@ def test_ae_shutdown_stops_the_server() -> None:
     assert server not in ae._servers
 
 
-def test_poll_interval_is_set_on_each_accepted_association(ae: AE) -> None:
-    """The EVT_CONN_OPEN handler sets the DUL's run-loop delay before its thread starts."""
+def test_poll_interval_is_shared_by_the_open_associations(ae: AE) -> None:
+    """A lone association polls every interval; with two open, each polls every 2 × interval;
+    closing one gives the other the short interval back."""
+    budget = transport.PollBudget(0.0003)
     seen: list[float] = []
 
     def on_echo(event: Event) -> int:
         seen.append(event.assoc.dul._run_loop_delay)
         return SUCCESS
 
-    handlers = [(evt.EVT_CONN_OPEN, transport.poll_interval_handler(0.0003)),
-                (evt.EVT_C_ECHO, on_echo)]
-    server = start_server(ae, ("127.0.0.1", 0), handlers)
+    server = start_server(ae, ("127.0.0.1", 0), [*budget.handlers(), (evt.EVT_C_ECHO, on_echo)])
     port = server.server_address[1]
-    assert echo(port) == SUCCESS and echo(port) == SUCCESS
-    assert seen == [0.0003, 0.0003]  # pynetdicom's own default is 0.001
+    client = AE(ae_title="ECHOSCU")
+    client.add_requested_context(Verification)
+    first = client.associate("127.0.0.1", port)
+    assert first.send_c_echo().Status == SUCCESS
+    second = client.associate("127.0.0.1", port)
+    assert second.send_c_echo().Status == SUCCESS
+    assert first.send_c_echo().Status == SUCCESS
+    second.release()
+    deadline = time.monotonic() + 5
+    while len(ae.active_associations) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert first.send_c_echo().Status == SUCCESS
+    first.release()
+    assert seen == [0.0003, 0.0006, 0.0006, 0.0003]
+    assert budget.delay_s(10) == 0.001  # never slower than pynetdicom's own polling
 
 
 def test_poll_interval_without_a_run_loop_delay_logs_once(
@@ -245,9 +259,9 @@ def test_poll_interval_without_a_run_loop_delay_logs_once(
     class Ev:
         assoc = Assoc()
 
-    handle = transport.poll_interval_handler(0.0002)
+    budget = transport.PollBudget(0.0002)
     with caplog.at_level(logging.WARNING, logger="node.transport"):
-        handle(Ev())
-        handle(Ev())
+        budget.on_open(Ev())
+        budget.on_open(Ev())
     assert [r.message for r in caplog.records].count(
         "this pynetdicom has no DUL run-loop delay; [node] poll_interval_ms has no effect") == 1
