@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
@@ -24,6 +25,7 @@ from model.conventions import FloatArray
 from model.errors import InvalidReason, SROError
 from model.geometry import rotation_block_error
 from model.offset import DEFAULT_PRIVATE_CREATOR, DEFAULT_PROFILE, CouchOffset, OffsetProfile
+from model.sequence_bytes import EncodedItem, NotParsed, encoded_items
 
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 ORTHONORMAL_TOLERANCE = 1e-4
@@ -71,7 +73,7 @@ _MATRIX_TYPE = Tag(0x0070, 0x030C)
 _MATRIX = Tag(0x3006, 0x00C6)
 
 
-def _value(ds: Dataset, tag: BaseTag) -> object:
+def _value(ds: Dataset | EncodedItem, tag: BaseTag) -> object:
     """The value of ``tag`` in ``ds`` (``None`` when absent)."""
     elem = ds.get(tag)
     return None if elem is None else elem.value
@@ -82,7 +84,7 @@ def _text(ds: Dataset, tag: BaseTag) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _ascii(ds: Dataset, tag: BaseTag) -> str | None:
+def _ascii(ds: Dataset | EncodedItem, tag: BaseTag) -> str | None:
     """A UI or CS value (default repertoire, PS3.5 section 6.1.2), read from the raw bytes:
     trailing NUL or space padding removed; ``None`` when absent or empty."""
     elem = ds.get_item(tag)
@@ -96,7 +98,7 @@ def _ascii(ds: Dataset, tag: BaseTag) -> str | None:
     return text or None
 
 
-def _require_ascii(ds: Dataset, tag: BaseTag, where: str) -> str:
+def _require_ascii(ds: Dataset | EncodedItem, tag: BaseTag, where: str) -> str:
     text = _ascii(ds, tag)
     if text is None:
         raise SROError(InvalidReason.MISSING_VALUE,
@@ -104,15 +106,16 @@ def _require_ascii(ds: Dataset, tag: BaseTag, where: str) -> str:
     return text
 
 
-def _require(ds: Dataset, tag: BaseTag, where: str) -> object:
+def _require(ds: Dataset | EncodedItem, tag: BaseTag, where: str) -> object:
     value = _value(ds, tag)
-    if value is None or value == "" or (isinstance(value, DicomSequence) and len(value) == 0):
+    if value is None or value == "" or (isinstance(value, DicomSequence | list)
+                                        and len(value) == 0):
         raise SROError(InvalidReason.MISSING_VALUE,
                        f"{keyword_for_tag(tag)} is missing or empty in {where}")
     return value
 
 
-def _matrix_values(item: Dataset, label: str) -> list[float]:
+def _matrix_values(item: Dataset | EncodedItem, label: str) -> list[float]:
     """Frame of Reference Transformation Matrix (3006,00C6), DS, VM 16 (PS3.3 C.20.2.1.1).
 
     A DS value is ASCII decimal text padded with spaces, values separated by backslashes
@@ -148,15 +151,38 @@ def _matrix_values(item: Dataset, label: str) -> list[float]:
     return floats
 
 
-def _item_matrix(item: Dataset, index: int) -> FloatArray:
+def _registration_items(ds: Dataset) -> Sequence[Dataset | EncodedItem]:
+    """Registration Sequence (0070,0308) items: read from the encoded bytes when the element
+    is still raw (:mod:`model.sequence_bytes`), through pydicom otherwise."""
+    elem = ds.get_item(_REGISTRATION_SEQUENCE)
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) and elem.VR in (
+        None, "SQ"
+    ):
+        try:
+            items = encoded_items(
+                elem.value, implicit_vr=elem.is_implicit_VR,
+                little_endian=elem.is_little_endian,
+                sequences=(_MATRIX_REGISTRATION_SEQUENCE, _MATRIX_SEQUENCE),
+            )
+        except NotParsed:
+            pass  # pydicom reads it, and says what is wrong if anything is
+        else:
+            if items:
+                return items
+    found = _require(ds, _REGISTRATION_SEQUENCE, "the dataset")
+    assert isinstance(found, DicomSequence)
+    return found
+
+
+def _item_matrix(item: Dataset | EncodedItem, index: int) -> FloatArray:
     """The composed matrix of one Registration Sequence item (PS3.3 C.20.2.1.1)."""
     where = f"Registration Sequence item {index + 1}"
     mrs = _require(item, _MATRIX_REGISTRATION_SEQUENCE, where)
-    assert isinstance(mrs, DicomSequence)
+    assert isinstance(mrs, DicomSequence | list)
     out: FloatArray | None = None
     for mr in mrs:
         matrices = _require(mr, _MATRIX_SEQUENCE, f"{where} Matrix Registration Sequence")
-        assert isinstance(matrices, DicomSequence)
+        assert isinstance(matrices, DicomSequence | list)
         for m_index, m_item in enumerate(matrices):
             label = f"{where} Matrix Sequence item {m_index + 1}"
             mtype = _require_ascii(m_item, _MATRIX_TYPE, label)
@@ -205,8 +231,7 @@ def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegist
         )
     sop_uid = _require_ascii(ds, _SOP_INSTANCE_UID, "the dataset")
     own_frame = _require_ascii(ds, _FRAME_OF_REFERENCE_UID, "the dataset")
-    items = _require(ds, _REGISTRATION_SEQUENCE, "the dataset")
-    assert isinstance(items, DicomSequence)
+    items = _registration_items(ds)
 
     reference: list[FloatArray] = []
     registered: list[tuple[str, FloatArray]] = []
