@@ -114,6 +114,19 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def quiet_pynetdicom_event_logs() -> None:
+    """Bind none of pynetdicom's standard event-logging handlers to new associations.
+
+    They format every PDU and DIMSE message for pynetdicom's INFO and DEBUG logs, which
+    :func:`node.logs.configure_logging` drops (pynetdicom logs at WARNING and above only); the
+    formatting still costs each C-STORE. ``pynetdicom._config.LOG_HANDLER_LEVEL`` is pynetdicom's
+    documented switch; a process-wide setting, so ``sro-decoder serve`` applies it at start-up.
+    """
+    from pynetdicom import _config
+
+    _config.LOG_HANDLER_LEVEL = "none"
+
+
 class Node:
     """The running node: database, archive, decoder, writer, outbox sender and server."""
 

@@ -265,3 +265,27 @@ def test_poll_interval_without_a_run_loop_delay_logs_once(
         budget.on_open(Ev())
     assert [r.message for r in caplog.records].count(
         "this pynetdicom has no DUL run-loop delay; [node] poll_interval_ms has no effect") == 1
+
+
+def test_serve_binds_no_standard_event_logging(ae: AE, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sro-decoder serve`` turns pynetdicom's per-PDU logging handlers off (their output is
+    below the WARNING level the node keeps for pynetdicom anyway)."""
+    from pynetdicom import _config
+
+    from node.service import quiet_pynetdicom_event_logs
+
+    bound: list[int] = []
+
+    def on_echo(event: Event) -> int:
+        bound.append(len(event.assoc.get_handlers(evt.EVT_PDU_RECV)))
+        return SUCCESS
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "standard")
+    server = start_server(ae, ("127.0.0.1", 0), [(evt.EVT_C_ECHO, on_echo)])
+    assert echo(server.server_address[1]) == SUCCESS
+    server.shutdown()
+    quiet_pynetdicom_event_logs()  # before the server exists, as serve does
+    assert _config.LOG_HANDLER_LEVEL == "none"
+    server = start_server(ae, ("127.0.0.1", 0), [(evt.EVT_C_ECHO, on_echo)])
+    assert echo(server.server_address[1]) == SUCCESS
+    assert bound[0] >= 1 and bound[1] == 0

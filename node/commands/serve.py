@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from model.registry import UnknownModelError
     from node.logs import configure_logging
-    from node.service import Node, set_torch_threads
+    from node.service import Node, quiet_pynetdicom_event_logs, set_torch_threads
 
     settings = settings_from_args(
         args,
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log.level, settings.log.format)
     set_torch_threads(settings.model.torch_threads)  # before the decoder starts torch's pool
+    quiet_pynetdicom_event_logs()
     node = Node(settings)
     try:
         node.start()
