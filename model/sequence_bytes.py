@@ -70,6 +70,8 @@ class _Reader:
             (length,) = struct.unpack_from("<I" if little else ">I", data, pos + 4)
             return tag, length, pos + 8
         vr = data[pos + 4 : pos + 6]
+        if not (vr.isalpha() and vr.isupper()):
+            raise NotParsed(f"({group:04X},{element:04X}) has no VR")
         if vr == b"UN":
             raise NotParsed(f"({group:04X},{element:04X}) is encoded as UN")
         if vr in _LONG_VRS:

@@ -131,3 +131,14 @@ def test_matrix_values_come_back_exactly(valid_sro: Dataset) -> None:
     data = encode(valid_sro, implicit=False, little=True)
     raw = read(decode(data, implicit=False, little=True))
     assert np.array_equal(raw.matrix, read(valid_sro).matrix)
+
+
+def test_an_element_without_a_vr_is_not_parsed(valid_sro: Dataset) -> None:
+    elem = decode(encode(valid_sro, implicit=False, little=True), implicit=False,
+                  little=True).get_item(REGISTRATION_SEQUENCE)
+    assert isinstance(elem, RawDataElement)
+    value = bytearray(elem.value)
+    at = value.index(b"UI")  # the first item's Frame of Reference UID
+    value[at : at + 2] = b"\x00\x01"
+    with pytest.raises(NotParsed):
+        encoded_items(bytes(value), implicit_vr=False, little_endian=True, sequences=())
