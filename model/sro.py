@@ -30,7 +30,9 @@ from model.sequence_bytes import EncodedItem, NotParsed, encoded_items
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 ORTHONORMAL_TOLERANCE = 1e-4
 BOTTOM_ROW_TOLERANCE = 1e-6
+#: Implementation Class UID (0002,0012) and Version Name (0002,0013) of files this product writes
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1433.1"
+IMPLEMENTATION_VERSION_NAME = "SRO_DECODER_01"
 UID_PREFIX = "1.2.826.0.1.3680043.10.1433."
 
 Matrix4 = tuple[tuple[float, float, float, float], ...]
@@ -407,6 +409,6 @@ def write(
     meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = "SRO_DECODER_01"
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta
     return ds

@@ -11,9 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-#: Implementation Class UID (0002,0012) and Version Name (0002,0013) of this node (PS3.7 D.3.3.2)
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1433.1"
-IMPLEMENTATION_VERSION_NAME = "SRO_DECODER_01"
+from model.sro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
 PREAMBLE = b"\x00" * 128 + b"DICM"
 
 _SHORT = struct.Struct("<HH2sH")  # tag group, element, VR, 16-bit length (PS3.5 Table 7.1-2)
