@@ -21,7 +21,6 @@ from model.errors import InvalidReason
 from model.geometry import (
     displacement_bound_mm,
     forward,
-    implied_offset_of,
     implied_offsets,
     wrap_degrees,
 )
@@ -215,12 +214,9 @@ def decide(
     centre = batch.isocenter_mm  # zeros (the origin of the rotation) where absent
     sets = credible_sets(posterior, policy.credible_mass)
     top_idx = np.argmax(posterior, axis=1)
-    if output.implied_offsets is not None:  # the decoder computed them for all 48
-        rows = np.arange(n)
-        t_best = output.implied_offsets[0][rows, top_idx]
-        r_best = output.implied_offsets[1][rows, top_idx]
-    else:
-        t_best, r_best = implied_offset_of(batch.matrix, batch.isocenter_mm, top_idx)
+    # the offsets the decoder computed (all but the baseline do), or computed here
+    t_h, r_h = output.implied_offsets or implied_offsets(batch.matrix, batch.isocenter_mm)
+    t_best, r_best = t_h[np.arange(n), top_idx], r_h[np.arange(n), top_idx]
     res_r_all = np.abs(wrap_degrees(r_best - batch.rotation_deg)).max(axis=1)
     res_t_all = np.abs(t_best - batch.translation_mm).max(axis=1)
     disp_all = displacement_bound_mm(

@@ -108,6 +108,40 @@ def rigid_inverse(matrix: FloatArray) -> FloatArray:
     return out
 
 
+def _implied_tables() -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.int64],
+                                npt.NDArray[np.int64], FloatArray]:
+    """Gather tables of :func:`implied_offsets`: ``P`` is a signed permutation, so ``P R Pᵀ``
+    and ``P u`` are sign flips and re-indexing of ``R``'s and ``u``'s entries, and the Euler
+    angles of each order (:func:`matrix_to_euler`) need five of them.
+
+    Returns ``rot_idx``, ``rot_sign`` (48, 5): entries of the 3×3 block (row-major) and their
+    signs; ``slots`` (48, 3): where α, β, γ go among (rx, ry, rz); ``t_idx``, ``t_sign``
+    (48, 3): entries of ``[u_direct, u_inverse]`` and their signs.
+    """
+    perm = np.abs(PERMUTATIONS).argmax(axis=2)  # (48, 3): P[x, π(x)] = ±1
+    sign = np.take_along_axis(PERMUTATIONS, perm[..., None], axis=2)[..., 0]  # (48, 3)
+    rot_idx = np.empty((48, 5), dtype=np.int64)
+    rot_sign = np.empty((48, 5))
+    slots = np.empty((48, 3), dtype=np.int64)
+    for h in range(48):
+        i, j, k = ORDERS[int(ORDER_INDEX[h])].axis_indices
+        eps = 1.0 if (j - i) % 3 == 1 else -1.0
+        # sin β = −ε R[k,i];  α = atan2(ε R[k,j], R[k,k]);  γ = atan2(ε R[j,i], R[i,i])
+        wanted = [((k, i), -eps), ((k, j), eps), ((k, k), 1.0), ((j, i), eps), ((i, i), 1.0)]
+        for q, ((x, y), e) in enumerate(wanted):
+            a, b = perm[h, x], perm[h, y]
+            if INVERSE_FLAGS[h]:
+                a, b = b, a  # the correction's rotation is Mᵀ
+            rot_idx[h, q] = 3 * a + b
+            rot_sign[h, q] = e * sign[h, x] * sign[h, y]
+        slots[h, [i, j, k]] = [0, 1, 2]  # α about axis i, β about j, γ about k
+    t_idx = perm + 3 * INVERSE_FLAGS.astype(np.int64)[:, None]  # into [u_direct, u_inverse]
+    return rot_idx, rot_sign, slots, t_idx, sign
+
+
+IMPLIED_ROT_IDX, IMPLIED_ROT_SIGN, IMPLIED_SLOTS, IMPLIED_T_IDX, IMPLIED_T_SIGN = _implied_tables()
+
+
 def implied_offsets(
     matrix: ArrayLike, isocenter_mm: ArrayLike | None = None
 ) -> tuple[FloatArray, FloatArray]:
@@ -116,40 +150,27 @@ def implied_offsets(
     ``matrix`` is (N, 4, 4); ``isocenter_mm`` (N, 3) or ``None`` (translation then taken about
     the origin, which SPEC section 3 does not compare). Returns ``t`` (N, 48, 3) in mm and
     ``r`` (N, 48, 3) in degrees, ``r`` indexed by axis and wrapped to (−180, 180].
+
+    In closed form through the gather tables (:func:`_implied_tables`): for the correction
+    ``T = M`` (direct) or ``M⁻¹`` (inverse), ``u = d_T − c + R_T c`` and ``t = P u``; the angles
+    are :func:`matrix_to_euler`'s of ``P R_T Pᵀ``, read straight from ``M``'s entries.
     """
     m = np.asarray(matrix, dtype=np.float64).reshape(-1, 4, 4)
-    n, h = m.shape[0], len(HYPOTHESES)
+    n = m.shape[0]
     c = np.zeros((n, 3)) if isocenter_mm is None else np.atleast_2d(np.asarray(isocenter_mm, float))
-    t, r = implied_offset_of(np.repeat(m, h, axis=0), np.repeat(c, h, axis=0),
-                             np.tile(np.arange(h), n))
-    return t.reshape(n, h, 3), r.reshape(n, h, 3)
-
-
-def implied_offset_of(
-    matrix: FloatArray, isocenter_mm: FloatArray, hypothesis: npt.NDArray[np.int64]
-) -> tuple[FloatArray, FloatArray]:
-    """The offset ``(t, r)`` that hypothesis ``hypothesis[i]`` reads from ``matrix[i]``.
-
-    ``matrix`` (K, 4, 4), ``isocenter_mm`` (K, 3) (zeros: about the origin), ``hypothesis``
-    (K,) indices into :data:`HYPOTHESES`. Returns ``t`` and ``r`` (K, 3) as
-    :func:`implied_offsets` does, for one hypothesis per row.
-    """
-    m = np.asarray(matrix, dtype=np.float64).reshape(-1, 4, 4)
-    hyp = np.asarray(hypothesis, dtype=np.int64).reshape(-1)
-    c = np.asarray(isocenter_mm, dtype=np.float64).reshape(-1, 3)
-    inverse = INVERSE_FLAGS[hyp]
-    t_corr = np.where(inverse[:, None, None], rigid_inverse(m), m)  # the correction T
-    rot = t_corr[:, :3, :3]
-    p = PERMUTATIONS[hyp]  # (K, 3, 3)
-    r_iec = p @ rot @ np.swapaxes(p, -1, -2)  # R_iec = P R Pᵀ
-    u = t_corr[:, :3, 3] - c + (rot @ c[:, :, None])[..., 0]
-    t = (p @ u[:, :, None])[..., 0]  # t = P u
-    r = np.empty((len(hyp), 3))
-    order = ORDER_INDEX[hyp]
-    for k in np.unique(order):
-        rows = order == k
-        r[rows] = matrix_to_euler(ORDERS[int(k)], r_iec[rows])
-    return t, wrap_degrees(r)
+    rot = m[:, :3, :3]
+    d = m[:, :3, 3]
+    u_direct = d - c + (rot @ c[:, :, None])[..., 0]
+    u_inverse = (np.swapaxes(rot, 1, 2) @ (c - d)[:, :, None])[..., 0] - c
+    u = np.concatenate([u_direct, u_inverse], axis=1)  # (N, 6)
+    t = u[:, IMPLIED_T_IDX] * IMPLIED_T_SIGN
+    e = rot.reshape(n, 9)[:, IMPLIED_ROT_IDX] * IMPLIED_ROT_SIGN  # (N, 48, 5)
+    beta = np.arcsin(np.clip(e[..., 0], -1.0, 1.0))
+    alpha = np.arctan2(e[..., 1], e[..., 2])
+    gamma = np.arctan2(e[..., 3], e[..., 4])
+    abg = np.degrees(np.stack([alpha, beta, gamma], axis=2))
+    r = np.take_along_axis(abg, np.broadcast_to(IMPLIED_SLOTS, (n, 48, 3)), axis=2)
+    return t, np.where(r == -180.0, 180.0, r)
 
 
 def matrix_to_euler(order: RotationOrder, rotation: FloatArray) -> FloatArray:

@@ -170,3 +170,25 @@ def test_spectral_norm_closed_form(r1: tuple[float, ...], r2: tuple[float, ...])
     b = forward(np.zeros((1, 3)), np.array([r2]))[0, 5]
     expected = np.linalg.norm(a[:3, :3] - b[:3, :3], ord=2)
     assert np.isclose(displacement_bound_mm(a, b, np.zeros(3), 1.0), expected, atol=1e-7)
+
+
+@given(r=vec3(angle), t=vec3(st.floats(-50.0, 50.0, allow_nan=False)),
+       c=vec3(st.floats(-500.0, 500.0, allow_nan=False)))
+@settings(max_examples=40, deadline=None)
+def test_implied_offsets_closed_form_is_its_definition(
+    r: tuple[float, ...], t: tuple[float, ...], c: tuple[float, ...]
+) -> None:
+    """The gather-table closed form equals the definition, hypothesis by hypothesis: the
+    correction T (M or M⁻¹), u = d_T − c + R_T c, t = P u, angles of P R_T Pᵀ in its order."""
+    from model.conventions import INVERSE_FLAGS, ORDER_INDEX, PERMUTATIONS
+    from model.geometry import ORDERS, matrix_to_euler
+
+    m = forward(np.array([t]), np.array([r]), np.array([c]))[0, 7]
+    got_t, got_r = implied_offsets(m[None], np.array([c]))
+    for h in range(48):
+        corr = rigid_inverse(m) if INVERSE_FLAGS[h] else m
+        p = PERMUTATIONS[h]
+        u = corr[:3, 3] - np.array(c) + corr[:3, :3] @ np.array(c)
+        expected_r = wrap_degrees(matrix_to_euler(ORDERS[ORDER_INDEX[h]], p @ corr[:3, :3] @ p.T))
+        np.testing.assert_allclose(got_t[0, h], p @ u, atol=1e-9)
+        np.testing.assert_allclose(got_r[0, h], expected_r, atol=1e-9)

@@ -22,8 +22,13 @@ import numpy as np
 import torch
 
 from model.batch import InputBatch
-from model.conventions import INVERSE_FLAGS, ORDER_INDEX, PERMUTATIONS
-from model.geometry import ORDERS
+from model.geometry import (
+    IMPLIED_ROT_IDX,
+    IMPLIED_ROT_SIGN,
+    IMPLIED_SLOTS,
+    IMPLIED_T_IDX,
+    IMPLIED_T_SIGN,
+)
 
 #: Pooled numbers per hypothesis (over the six components) and per input.
 POOLED_FEATURES = 4
@@ -39,37 +44,12 @@ SIGMA_FLOOR = 1e-9
 Z_SHIFT = 6.0
 Z_WIDTH = 4.0
 
-def _tables() -> tuple[torch.Tensor, ...]:
-    """Gather tables: ``P`` is a signed permutation, so ``P R Pᵀ`` and ``P u`` are sign flips
-    and re-indexing of ``R``'s and ``u``'s entries, and Euler angles need five of them."""
-    perm = np.abs(PERMUTATIONS).argmax(axis=2)  # (48, 3): P[x, π(x)] = ±1
-    sign = np.take_along_axis(PERMUTATIONS, perm[..., None], axis=2)[..., 0]  # (48, 3)
-    rot_idx = np.empty((48, 5), dtype=np.int64)
-    rot_sign = np.empty((48, 5))
-    slots = np.empty((48, 3), dtype=np.int64)
-    for h in range(48):
-        i, j, k = ORDERS[int(ORDER_INDEX[h])].axis_indices
-        eps = 1.0 if (j - i) % 3 == 1 else -1.0
-        # sin β = −ε R[k,i];  α = atan2(ε R[k,j], R[k,k]);  γ = atan2(ε R[j,i], R[i,i])
-        wanted = [((k, i), -eps), ((k, j), eps), ((k, k), 1.0), ((j, i), eps), ((i, i), 1.0)]
-        for q, ((x, y), e) in enumerate(wanted):
-            a, b = perm[h, x], perm[h, y]
-            if INVERSE_FLAGS[h]:
-                a, b = b, a  # the correction's rotation is Mᵀ
-            rot_idx[h, q] = 3 * a + b
-            rot_sign[h, q] = e * sign[h, x] * sign[h, y]
-        slots[h, [i, j, k]] = [0, 1, 2]  # α about axis i, β about j, γ about k
-    t_idx = perm + 3 * INVERSE_FLAGS.astype(np.int64)[:, None]  # into [u_direct, u_inverse]
-    return (
-        torch.from_numpy(rot_idx.reshape(-1)),
-        torch.from_numpy(rot_sign.reshape(1, 48, 5)),
-        torch.from_numpy(slots),
-        torch.from_numpy(t_idx.reshape(-1)),
-        torch.from_numpy(sign.reshape(1, 48, 3)),
-    )
-
-
-_ROT_IDX, _ROT_SIGN, _SLOTS, _T_IDX, _T_SIGN = _tables()
+# model.geometry's gather tables for the implied offsets, as tensors
+_ROT_IDX = torch.from_numpy(IMPLIED_ROT_IDX.reshape(-1))
+_ROT_SIGN = torch.from_numpy(IMPLIED_ROT_SIGN.reshape(1, 48, 5))
+_SLOTS = torch.from_numpy(IMPLIED_SLOTS)
+_T_IDX = torch.from_numpy(IMPLIED_T_IDX.reshape(-1))
+_T_SIGN = torch.from_numpy(IMPLIED_T_SIGN.reshape(1, 48, 3))
 
 
 def implied_offsets_torch(

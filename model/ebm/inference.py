@@ -71,18 +71,20 @@ class EnergyDecoder:
         """``E(x, h)`` (N, 48) float64; near-equal energies snapped to exact ties."""
         return self._evaluate(batch)[0]
 
-    def _evaluate(self, batch: InputBatch) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate(self, batch: InputBatch) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Snapped energies and the implied offsets ``(t, r)`` (N, 48, 3) they rest on."""
         parts = [self.numpy_net.evaluate(batch.subset(slice(start, start + CHUNK)))
                  for start in range(0, len(batch), CHUNK)]
         if not parts:
-            return np.zeros((0, 48)), np.zeros((0, 48, 6))
+            return np.zeros((0, 48)), (np.zeros((0, 48, 3)), np.zeros((0, 48, 3)))
         e = np.concatenate([p[0] for p in parts])
-        theta = np.concatenate([p[1] for p in parts])
+        implied = (np.concatenate([p[1][0] for p in parts]),
+                   np.concatenate([p[1][1] for p in parts]))
         low = e.min(axis=1, keepdims=True)
-        return low + np.round((e - low) / TIE_RESOLUTION) * TIE_RESOLUTION, theta
+        return low + np.round((e - low) / TIE_RESOLUTION) * TIE_RESOLUTION, implied
 
     def decode(self, batch: InputBatch) -> DecoderOutput:
-        e, theta = self._evaluate(batch)
+        e, implied = self._evaluate(batch)
         neg = -e
         top = neg.max(axis=1, keepdims=True) if len(e) else np.zeros((0, 1))
         with np.errstate(invalid="ignore", over="ignore"):
@@ -94,7 +96,7 @@ class EnergyDecoder:
             log_posterior=np.where(finite[:, None], log_post, -np.log(48.0)),
             energy=energy,
             out_of_distribution=~finite | (energy > self.ood_threshold),
-            implied_offsets=(theta[..., 3:], theta[..., :3]),
+            implied_offsets=implied,
         )
 
 

@@ -19,47 +19,23 @@ from model.batch import InputBatch
 from model.conventions import FloatArray
 from model.ebm import features as torch_features
 from model.ebm.network import EnergyNet
+from model.geometry import implied_offsets
 
 F32 = npt.NDArray[np.float32]
 
-# the gather tables of model.ebm.features, as arrays
-_ROT_IDX = torch_features._ROT_IDX.numpy()
-_ROT_SIGN = torch_features._ROT_SIGN.numpy()
-_SLOTS = torch_features._SLOTS.numpy()
-_T_IDX = torch_features._T_IDX.numpy()
-_T_SIGN = torch_features._T_SIGN.numpy()
 #: components compared without an isocenter: the three rotations (SPEC section 3)
 _ALWAYS = np.array([True, True, True, False, False, False])
 
 
-def implied_offsets(matrix: FloatArray, isocenter: FloatArray) -> FloatArray:
-    """``θ_h`` (N, 48, 6): implied (rx, ry, rz, tx, ty, tz), as
-    :func:`model.ebm.features.implied_offsets_torch` computes them."""
-    n = matrix.shape[0]
-    rot = matrix[:, :3, :3]
-    d = matrix[:, :3, 3]
-    c = isocenter
-    u_direct = d - c + (rot @ c[:, :, None])[..., 0]
-    u_inverse = (np.swapaxes(rot, 1, 2) @ (c - d)[:, :, None])[..., 0] - c
-    u = np.concatenate([u_direct, u_inverse], axis=1)
-    t = u[:, _T_IDX].reshape(n, 48, 3) * _T_SIGN
-    e = rot.reshape(n, 9)[:, _ROT_IDX].reshape(n, 48, 5) * _ROT_SIGN
-    beta = np.arcsin(np.clip(e[..., 0], -1.0, 1.0))
-    alpha = np.arctan2(e[..., 1], e[..., 2])
-    gamma = np.arctan2(e[..., 3], e[..., 4])
-    abg = np.degrees(np.stack([alpha, beta, gamma], axis=2))
-    r = np.take_along_axis(abg, np.broadcast_to(_SLOTS, (n, 48, 3)), axis=2)
-    r = np.where(r == -180.0, 180.0, r)
-    return np.concatenate([r, t], axis=2)
-
-
-def hypothesis_features(batch: InputBatch, theta: FloatArray | None = None) -> F32:
+def hypothesis_features(
+    batch: InputBatch, implied: tuple[FloatArray, FloatArray] | None = None
+) -> F32:
     """(N, 48, 9) float32: :func:`model.ebm.features.hypothesis_features` of
-    :func:`model.ebm.features.context_from_batch`, in NumPy (``theta``: the implied offsets,
-    when already computed)."""
+    :func:`model.ebm.features.context_from_batch`, in NumPy (``implied``: ``(t, r)`` of
+    :func:`model.geometry.implied_offsets`, when already computed)."""
     n = len(batch)
-    if theta is None:
-        theta = implied_offsets(batch.matrix, batch.isocenter_mm)
+    t, r = implied or implied_offsets(batch.matrix, batch.isocenter_mm)
+    theta = np.concatenate([r, t], axis=2)  # (N, 48, 6): rx, ry, rz, tx, ty, tz
     noise = np.maximum(batch.orthonormality_error, 1e-12)
     length = np.linalg.norm(batch.isocenter_mm, axis=1) + np.linalg.norm(
         batch.matrix[:, :3, 3], axis=1
@@ -127,10 +103,12 @@ class NumpyEnergyNet:
         """``E(x, h)`` (N, 48), float64."""
         return self.evaluate(batch)[0]
 
-    def evaluate(self, batch: InputBatch) -> tuple[FloatArray, FloatArray]:
-        """``E(x, h)`` (N, 48) float64 and the implied offsets ``θ_h`` (N, 48, 6) they rest on."""
-        theta = implied_offsets(batch.matrix, batch.isocenter_mm)
-        h = _silu(hypothesis_features(batch, theta) @ self.w1 + self.b1)
+    def evaluate(
+        self, batch: InputBatch
+    ) -> tuple[FloatArray, tuple[FloatArray, FloatArray]]:
+        """``E(x, h)`` (N, 48) float64 and the implied offsets ``(t, r)`` they rest on."""
+        implied = implied_offsets(batch.matrix, batch.isocenter_mm)
+        h = _silu(hypothesis_features(batch, implied) @ self.w1 + self.b1)
         h = _silu(h @ self.w2 + self.b2)
         energy = ((h @ self.w_head + self.b_head)[..., 0] * self.scale).astype(np.float64)
-        return energy, theta
+        return energy, implied
