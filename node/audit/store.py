@@ -9,6 +9,7 @@ same through its URL. Writes of received objects go through the group-commit wri
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -236,16 +237,15 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
     return out
 
 
-_INSERTS: dict[Any, Any] = {}
+@functools.cache
+def _insert_statement(table: Any) -> Any:
+    """One ``INSERT`` statement object per table, so its cache key and compiled SQL are reused."""
+    return insert(table)
 
 
 def _insert(conn: Connection, table: Any, row: dict[str, Any]) -> int:
-    """Insert one row and return its primary key (one statement object per table, so its
-    cache key and compiled SQL are reused)."""
-    statement = _INSERTS.get(table)
-    if statement is None:
-        statement = _INSERTS[table] = insert(table)
-    key = conn.execute(statement, row).inserted_primary_key
+    """Insert one row and return its primary key."""
+    key = conn.execute(_insert_statement(table), row).inserted_primary_key
     assert key is not None
     return int(key[0])
 
