@@ -66,17 +66,22 @@ class GroupCommitWriter:
         try:
             with self._engine.begin() as connection:
                 results = record_receipts(connection, receipts, check_recorded=check_recorded)
-        except IntegrityError as exc:
-            if not check_recorded:  # an archive path recorded already: look before inserting
+        except Exception as exc:
+            if isinstance(exc, IntegrityError) and not check_recorded:
+                # an archive path recorded already: record each again, looking before inserting
                 log.info("archive path recorded already; recording again with a lookup",
                          extra={"fields": {"batch": len(batch), "error": repr(exc)}})
                 for one in batch:
                     self._commit([one], check_recorded=True)
-                return
-            self._failed(batch, exc, check_recorded)
-            return
-        except Exception as exc:
-            self._failed(batch, exc, check_recorded)
+            elif len(batch) == 1:
+                log.error("audit commit failed", extra={"fields": {
+                    "sop_instance_uid": receipts[0].sop_instance_uid, "error": repr(exc)}})
+                batch[0][1].set_exception(exc)
+            else:  # each receipt again in a transaction of its own: a bad one fails alone
+                log.warning("batch commit failed; retrying one at a time",
+                            extra={"fields": {"batch": len(batch), "error": repr(exc)}})
+                for one in batch:
+                    self._commit([one], check_recorded)
             return
         self.batches += 1
         self.committed += len(batch)
@@ -87,16 +92,3 @@ class GroupCommitWriter:
                 self._on_committed(results)
             except Exception:  # a callback never breaks a commit
                 log.exception("on_committed callback failed")
-
-    def _failed(self, batch: list[tuple[Receipt, Future[Recorded]]], exc: Exception,
-                check_recorded: bool) -> None:
-        """A failed batch: its receipts again, one transaction each; a single one fails."""
-        if len(batch) == 1:
-            log.error("audit commit failed", extra={"fields": {
-                "sop_instance_uid": batch[0][0].sop_instance_uid, "error": repr(exc)}})
-            batch[0][1].set_exception(exc)
-            return
-        log.warning("batch commit failed; retrying one at a time",
-                    extra={"fields": {"batch": len(batch), "error": repr(exc)}})
-        for one in batch:
-            self._commit([one], check_recorded)
