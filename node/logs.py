@@ -1,4 +1,10 @@
-"""Structured logs: one JSON object a line (or text); fields as ``extra={"fields": {...}}``."""
+"""Structured logs: one JSON object a line (or text); fields as ``extra={"fields": {...}}``.
+
+Field values and messages often hold a sender's text (UIDs, AE titles, reasons). JSON escapes
+it by itself; the text format escapes line breaks and control characters (:mod:`node.text`),
+quotes a field value that holds a space, ``=`` or a quote, and marks every further line of a
+traceback with ``  | ``, so no value can forge a log line or a field (issue 9).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,11 @@ import json
 import logging
 import sys
 from typing import Any, TextIO
+
+from node.text import visible
+
+#: Prefix of every line after a text record's first (traceback, stack)
+CONTINUATION = "  | "
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,13 +41,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+def _field_value(value: object) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' ="') or not text.isprintable():
+        return json.dumps(text)  # quoted, every control character escaped
+    return text
+
+
 class TextFormatter(logging.Formatter):
+    """``<format> key=value ...`` on one line; a traceback follows on marked lines."""
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = visible(self.formatMessage(record))
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return line
+            line += " " + " ".join(f"{visible(k)}={_field_value(v)}" for k, v in fields.items())
+        more: list[str] = []
+        if record.exc_info:
+            more += self.formatException(record.exc_info).splitlines()
+        elif record.exc_text:
+            more += record.exc_text.splitlines()
+        if record.stack_info:
+            more += self.formatStack(record.stack_info).splitlines()
+        return "\n".join([line, *(CONTINUATION + visible(m) for m in more)])
 
 
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:

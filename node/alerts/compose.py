@@ -2,16 +2,22 @@
 
 Patient name and ID appear only when ``[alerts] include_patient_identity`` is true; otherwise
 the object is identified by its SOP Instance UID, sender and archive path alone.
+
+Every value a sender controls (UIDs, AE titles, peer address, patient name and ID, the console,
+the reason quoting the data) enters the e-mail through :mod:`node.text`: the subject is one
+bounded header line and no value can start a line of the body (issue 9).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from dataclasses import dataclass
 
 from model.decision import DecisionKind, DecodeRecord
 from model.errors import InvalidReason
 from node.audit.store import AlertMessage
+from node.text import header_safe, line_safe
 
 _WHAT_TO_CHECK: dict[DecisionKind, tuple[str, ...]] = {
     DecisionKind.AMBIGUOUS: (
@@ -80,21 +86,22 @@ def compose_alert(
     include_patient_identity: bool = False,
 ) -> AlertMessage:
     """The e-mail for one flagged record."""
-    sender = ctx.calling_ae_title or "an unknown sender"
-    uid = ctx.sop_instance_uid or record.sop_instance_uid or "(no SOP Instance UID)"
+    safe = line_safe  # every value from the sender, once, here
+    sender = safe(ctx.calling_ae_title or "an unknown sender")
+    uid = safe(ctx.sop_instance_uid or record.sop_instance_uid or "(no SOP Instance UID)")
     label = record.decision.value.replace("_", " ").upper()
-    subject = f"[SRO Decoder] {label}: SRO from {sender} ({uid})"
+    subject = header_safe(f"[SRO Decoder] {label}: SRO from {sender} ({uid})")
 
     lines = [f"Decision: {record.decision.value}", ""]
     lines += ["What was received", "-----------------"]
     lines.append(f"SOP Instance UID:   {uid}")
     lines.append(f"From (calling AE):  {sender}"
-                 + (f" at {ctx.peer_address}" if ctx.peer_address else ""))
+                 + (f" at {safe(ctx.peer_address)}" if ctx.peer_address else ""))
     if ctx.called_ae_title:
-        lines.append(f"To (called AE):     {ctx.called_ae_title}")
+        lines.append(f"To (called AE):     {safe(ctx.called_ae_title)}")
     lines.append(f"Received (UTC):     {ctx.received_at.astimezone(dt.UTC).isoformat()}")
     if ctx.archive_path:
-        lines.append(f"Archived as:        {ctx.archive_path}")
+        lines.append(f"Archived as:        {safe(ctx.archive_path)}")
     if record.offset is not None:
         o = record.offset
         lines.append("Reported offset:    translation (mm) "
@@ -103,15 +110,15 @@ def compose_alert(
         if o.isocenter_mm is not None:
             lines.append("Isocenter (mm):     " + ", ".join(f"{v:g}" for v in o.isocenter_mm))
         if o.console:
-            lines.append(f"Console:            {o.console}")
+            lines.append(f"Console:            {safe(o.console)}")
     if include_patient_identity:
-        lines.append(f"Patient name:       {ctx.patient_name or '(none)'}")
-        lines.append(f"Patient ID:         {ctx.patient_id or '(none)'}")
+        lines.append(f"Patient name:       {safe(ctx.patient_name or '(none)')}")
+        lines.append(f"Patient ID:         {safe(ctx.patient_id or '(none)')}")
 
     lines += ["", "Decision and why", "----------------", f"{record.decision.value}: "
-              f"{record.reason or 'no reason given'}"]
+              f"{safe(record.reason or 'no reason given')}"]
     if record.reason_code:
-        lines.append(f"(code: {record.reason_code})")
+        lines.append(f"(code: {safe(record.reason_code)})")
 
     if record.top_conventions:
         lines += ["", "Most probable conventions", "-------------------------",
@@ -135,8 +142,11 @@ def compose_alert(
         lines.append(_INVALID_HINTS[record.reason_code])
 
     m = record.model
-    lines += ["", f"Model: {m.name} {m.version}" + (f" (sha256 {m.sha256})" if m.sha256 else ""),
+    lines += ["", f"Model: {safe(m.name)} {safe(m.version)}"
+              + (f" (sha256 {safe(m.sha256)})" if m.sha256 else ""),
               "",
               "Acknowledge after review with:",
-              f"  sro-decoder audit ack {uid} --by YOUR_NAME --note 'what was found'"]
+              # quoted: the line is meant to be pasted into a shell
+              f"  sro-decoder audit ack {shlex.quote(uid)} --by YOUR_NAME "
+              "--note 'what was found'"]
     return AlertMessage(subject=subject, body="\n".join(lines) + "\n", recipients=recipients)

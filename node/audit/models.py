@@ -58,8 +58,11 @@ class Source(str, Enum):
 
 
 class AlertState(str, Enum):
-    PENDING = "pending"
+    """An outbox row's state (a plain string column: a new state needs no migration)."""
+
+    PENDING = "pending"  # waiting for its next attempt
     SENT = "sent"
+    FAILED = "failed"  # cannot be built or sent at all: never retried, its reason in last_error
 
 
 class Base(DeclarativeBase):

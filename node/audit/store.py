@@ -329,9 +329,12 @@ def duplicate_counts(session: Session) -> dict[int, int]:
 
 
 def alert_state(decision: DecisionRecord) -> str:
-    """``none`` (not flagged), ``pending`` (queued, not all sent yet) or ``sent``."""
+    """``none`` (not flagged), ``failed`` (an e-mail that can never be sent), ``pending``
+    (queued, not all sent yet) or ``sent``."""
     if not decision.alerts:
         return "none"
+    if any(a.state == AlertState.FAILED.value for a in decision.alerts):
+        return "failed"
     if all(a.state == AlertState.SENT.value for a in decision.alerts):
         return "sent"
     return "pending"
@@ -375,17 +378,32 @@ def export_record(decision: DecisionRecord, duplicates: int = 0) -> dict[str, An
 # The alert outbox
 
 
-def due_alerts(session: Session, now: dt.datetime, limit: int = 50) -> list[AlertOutbox]:
-    return list(session.scalars(
+def due_alerts(session: Session, now: dt.datetime, limit: int = 50, *,
+               addressed_only: bool = False) -> list[AlertOutbox]:
+    """Pending alerts due at ``now``, oldest first; with ``addressed_only`` only those queued
+    with recipients (when none are configured the others cannot be sent yet)."""
+    stmt = (
         select(AlertOutbox)
         .where(AlertOutbox.state == AlertState.PENDING.value, AlertOutbox.next_attempt_at <= now)
         .order_by(AlertOutbox.id)
         .limit(limit)
-    ))
-
-
-def next_alert_time(session: Session) -> dt.datetime | None:
-    return session.scalar(
-        select(func.min(AlertOutbox.next_attempt_at))
-        .where(AlertOutbox.state == AlertState.PENDING.value)
     )
+    if addressed_only:
+        stmt = stmt.where(AlertOutbox.recipients != "")
+    return list(session.scalars(stmt))
+
+
+def next_alert_time(session: Session, *, addressed_only: bool = False) -> dt.datetime | None:
+    stmt = select(func.min(AlertOutbox.next_attempt_at)).where(
+        AlertOutbox.state == AlertState.PENDING.value)
+    if addressed_only:
+        stmt = stmt.where(AlertOutbox.recipients != "")
+    return session.scalar(stmt)
+
+
+def unaddressed_alerts(session: Session) -> int:
+    """How many pending alerts were queued without recipients."""
+    return int(session.scalar(
+        select(func.count()).select_from(AlertOutbox)
+        .where(AlertOutbox.state == AlertState.PENDING.value, AlertOutbox.recipients == "")
+    ) or 0)

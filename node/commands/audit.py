@@ -2,6 +2,11 @@
 
 Takes the same ``--config`` and ``--data-dir`` as ``serve`` and so opens the same database.
 Acknowledgements are added rows, never edits.
+
+What a sender wrote (AE titles, UIDs, reasons) is shown literally in the table (no ``rich``
+markup, control characters escaped) and cannot run as a formula from the CSV export (a cell
+starting with ``= + - @``, tab or CR gets a leading ``'``); the operator's ``--by`` and
+``--note`` are refused with a message when they cannot be stored as given (issue 9).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.commands.common import UsageError
 from node.commands.serve import add_settings_arguments, settings_from_args
+from node.text import NOTE_MAX, OPERATOR_NAME_MAX, csv_safe, is_utf8, operator_text, table_safe
 
 DECISIONS = ("confident", "ambiguous", "out_of_distribution", "invalid", "no_offset")
 CSV_FIELDS = (
@@ -53,8 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ack = asub.add_parser("ack", help="acknowledge a decision (adds a record)")
     ack.add_argument("uid", metavar="UID", help="SOP Instance UID")
-    ack.add_argument("--by", required=True, metavar="NAME")
-    ack.add_argument("--note", default=None, metavar="TEXT")
+    ack.add_argument("--by", required=True, metavar="NAME",
+                     help=f"who acknowledges (at most {OPERATOR_NAME_MAX} characters)")
+    ack.add_argument("--note", default=None, metavar="TEXT",
+                     help=f"what was found (at most {NOTE_MAX} characters)")
     ack.set_defaults(func=run_ack)
 
     export = asub.add_parser("export", help="every record, SPEC section 5 plus the node's fields")
@@ -98,17 +107,24 @@ def run_list(args: argparse.Namespace) -> int:
         for d in rows:
             obj = d.received_object
             style = "red" if d.flagged and not d.acknowledgements else None
-            table.add_row(
+            cells = (
                 obj.received_at.strftime("%Y-%m-%d %H:%M:%S"), obj.calling_ae_title or "",
                 d.sop_instance_uid or "", d.decision, d.convention or "",
                 "" if d.probability is None else f"{d.probability:.3f}",
                 alert_state(d), str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
-                style=style,
             )
+            # Text cells: shown as written, never read as rich markup
+            table.add_row(*(table_safe(c) for c in cells), style=style)
     # piped output (no terminal) gets a wide table rather than rich's default 80 columns
     Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200).print(table)
     engine.dispose()
     return 0
+
+
+def _uid(text: str) -> str:
+    if not is_utf8(text):
+        raise UsageError("UID is not valid UTF-8 text (a SOP Instance UID is digits and dots)")
+    return text
 
 
 def _find(session: Any, uid: str) -> Any:
@@ -126,9 +142,10 @@ def run_show(args: argparse.Namespace) -> int:
 
     from node.audit.store import duplicates_of, export_record
 
+    uid = _uid(args.uid)
     engine = _engine(args)
     with Session(engine) as session:
-        d = _find(session, args.uid)
+        d = _find(session, uid)
         if d is None:
             return 1
         dups = duplicates_of(session, d.received_object.id)
@@ -152,18 +169,23 @@ def run_ack(args: argparse.Namespace) -> int:
 
     from node.audit.store import acknowledge
 
-    if not args.by.strip():
-        from node.cli import UsageError
-
+    uid = _uid(args.uid)
+    try:
+        by = operator_text(args.by.strip(), "--by", OPERATOR_NAME_MAX)
+        note = None if args.note is None else operator_text(args.note, "--note", NOTE_MAX,
+                                                            multiline=True)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not by:
         raise UsageError("--by must name who acknowledges")
     engine = _engine(args)
     with Session(engine) as session, session.begin():
-        d = _find(session, args.uid)
+        d = _find(session, uid)
         if d is None:
             return 1
-        ack = acknowledge(session, d, args.by.strip(), args.note)
+        ack = acknowledge(session, d, by, note)
         session.flush()
-        print(f"acknowledged {args.uid} ({d.decision}) by {ack.acknowledged_by} "
+        print(f"acknowledged {uid} ({d.decision}) by {ack.acknowledged_by} "
               f"at {ack.acknowledged_at.isoformat()}")
     engine.dispose()
     return 0
@@ -201,7 +223,8 @@ def run_export(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
             for d in rows:
-                writer.writerow(_csv_row(export_record(d, dups.get(d.object_id, 0))))
+                row = _csv_row(export_record(d, dups.get(d.object_id, 0)))
+                writer.writerow({k: csv_safe(v) for k, v in row.items()})
         else:
             for d in rows:
                 out.write(json.dumps(export_record(d, dups.get(d.object_id, 0))) + "\n")

@@ -4,6 +4,9 @@ identity only when a setting asks for it."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import logging
 import ssl
 import subprocess
 import time
@@ -17,10 +20,15 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from model.decision import DecisionKind, DecodeRecord
+from model.decoder import ModelInfo
+from model.errors import InvalidReason
+from node.alerts.sender import OutboxSender
 from node.audit.models import AlertOutbox
-from node.audit.store import open_database
+from node.audit.store import Receipt, open_database, record_receipts
 from tests.node.conftest import (
     SmtpSink,
+    cli,
     export,
     free_port,
     make_settings,
@@ -174,3 +182,134 @@ def test_wrong_password_keeps_alerts_pending(
         assert rows and all(r.state == "pending" and r.attempts >= 1 and r.last_error
                             for r in rows)
         assert sink.messages == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbox isolation (issue 9, defects 1 and 8): one bad message never stops the others
+
+
+def _flagged_receipt(uid: str, index: int, recipients: tuple[str, ...]) -> Receipt:
+    from node.alerts.compose import ReceiptContext, compose_alert
+
+    record = DecodeRecord(decision=DecisionKind.INVALID, reason="cannot be parsed",
+                          reason_code=InvalidReason.UNREADABLE.value,
+                          model=ModelInfo("analytic", "test"), sop_instance_uid=uid)
+    now = dt.datetime.now(dt.UTC)
+    ctx = ReceiptContext(sop_instance_uid=uid, calling_ae_title="CONSOLE1",
+                         called_ae_title="SRO_DECODER", peer_address="127.0.0.1",
+                         received_at=now, archive_path=f"archive/{uid}.dcm")
+    return Receipt(
+        sop_instance_uid=uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.66.1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1", archive_path=f"archive/{uid}.dcm",
+        placement="primary", size_bytes=100, calling_ae_title="CONSOLE1",
+        called_ae_title="SRO_DECODER", peer_address="127.0.0.1", association_id=None,
+        source="c-store", status=0xC000, received_at=now, record=record,
+        alert=compose_alert(record, ctx, recipients),
+    )
+
+
+def _queue(data: Path, uids: list[str], recipients: tuple[str, ...] = ("physics@example.org",)
+           ) -> Any:
+    engine = open_database(f"sqlite:///{data / 'audit.db'}")
+    with Session(engine) as session, session.begin():
+        record_receipts(session, [_flagged_receipt(u, i, recipients) for i, u in enumerate(uids)])
+    return engine
+
+
+def _alert_logs(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "node.alerts" and r.levelno == level]
+
+
+def test_one_bad_message_is_failed_once_and_the_others_go_on(
+    tmp_path: Path, smtp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink, port = smtp
+    settings = make_settings(tmp_path, port, alerts={"poll_s": 0.1})
+    hostile = "1.2.3.4.6\r\nBcc: x@y"
+    engine = _queue(tmp_path, ["1.2.3.4.5", hostile, "1.2.3.4.7"])
+    # a row whose headers cannot be built at all (written by hand, or by an older version)
+    with Session(engine) as session, session.begin():
+        decision_id = session.scalars(select(AlertOutbox.decision_id)).first()
+        now = dt.datetime.now(dt.UTC)
+        bad = AlertOutbox(decision_id=decision_id, recipients="physics@example.org\r\nBcc: x@y",
+                          subject="unbuildable", body="b", state="pending", attempts=0,
+                          created_at=now, next_attempt_at=now)
+        session.add(bad)
+        session.flush()
+        bad_id = bad.id
+    engine.dispose()
+    caplog.set_level(logging.INFO, logger="node.alerts")
+    sender = OutboxSender(open_database(f"sqlite:///{tmp_path / 'audit.db'}"),
+                          settings.smtp, settings.alerts)
+    sender.start()
+    try:
+        messages = sink.wait_for(3, timeout=10)
+        time.sleep(1.0)  # several more passes (poll_s 0.1): none may retry or log again
+    finally:
+        sender.stop()
+    assert len(sink.messages) == 3
+    subjects = [str(m["Subject"]) for m in messages]
+    assert any("1.2.3.4.5" in s for s in subjects) and any("1.2.3.4.7" in s for s in subjects)
+    # the CR/LF UID was sent, with the CR/LF shown and no Bcc header or recipient
+    assert any("1.2.3.4.6\\r\\nBcc: x@y" in s for s in subjects)
+    assert all(m["Bcc"] is None for m in messages)
+    assert all(rcpts == ["physics@example.org"] for _, rcpts in sink.envelopes)
+
+    rows = {r.id: r for r in outbox(tmp_path)}
+    assert rows[bad_id].state == "failed" and rows[bad_id].attempts == 1
+    assert rows[bad_id].last_error and "recipient" in rows[bad_id].last_error.lower()
+    assert all(r.state == "sent" for i, r in rows.items() if i != bad_id)
+    errors = _alert_logs(caplog, logging.ERROR)
+    assert len(errors) == 1 and errors[0].fields["alert_id"] == bad_id  # type: ignore[attr-defined]
+    rc, out = cli("audit", "--data-dir", str(tmp_path), "export")
+    assert rc == 0 and "failed" in {json.loads(line)["alert_state"] for line in out.splitlines()}
+
+
+def test_an_outbox_pass_that_fails_backs_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, free_port(), alerts={"retry_initial_s": 0.2,
+                                                            "retry_max_s": 1.0, "poll_s": 0.1})
+    engine = _queue(tmp_path, ["1.2.3.4.5"])
+    with engine.begin() as conn:  # every change of the outbox fails; reading it still works
+        conn.exec_driver_sql("CREATE TRIGGER frozen BEFORE UPDATE ON alert_outbox "
+                             "BEGIN SELECT RAISE(ABORT, 'outbox frozen'); END")
+    engine.dispose()
+    caplog.set_level(logging.INFO, logger="node.alerts")
+    sender = OutboxSender(open_database(f"sqlite:///{tmp_path / 'audit.db'}"),
+                          settings.smtp, settings.alerts)
+    sender.start()
+    time.sleep(1.5)
+    sender.stop()
+    passes = [r for r in caplog.records if r.name == "node.alerts"
+              and r.getMessage() == "alert outbox pass failed"]
+    assert 1 <= len(passes) <= 6  # 0.2 + 0.4 + 0.8 s of backoff, not a spin
+
+
+def test_no_recipients_waits_quietly_and_loses_nothing(
+    tmp_path: Path, smtp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink, port = smtp
+    settings = make_settings(tmp_path, port, alerts={"recipients": [], "poll_s": 0.1,
+                                                     "retry_initial_s": 0.1, "retry_max_s": 0.2})
+    engine = _queue(tmp_path, [f"1.2.3.{i}" for i in range(5)], recipients=())
+    caplog.set_level(logging.INFO, logger="node.alerts")
+    sender = OutboxSender(engine, settings.smtp, settings.alerts)
+    sender.start()
+    time.sleep(1.0)
+    _queue(tmp_path, ["1.2.3.9"], recipients=()).dispose()
+    sender.wake()
+    time.sleep(0.5)
+    sender.stop()
+    assert sink.messages == []
+    warnings = _alert_logs(caplog, logging.WARNING)
+    assert len(warnings) == 1, [w.getMessage() for w in warnings]
+    rows = outbox(tmp_path)
+    assert len(rows) == 6 and all(r.state == "pending" and r.attempts == 0 for r in rows)
+
+    # once recipients are configured (a restart), every waiting alert goes out at once
+    settings = make_settings(tmp_path, port, alerts={"poll_s": 0.1})
+    OutboxSender(engine, settings.smtp, settings.alerts).run_once()
+    assert len(sink.wait_for(6, timeout=5)) == 6
+    assert all(rcpts == ["physics@example.org"] for _, rcpts in sink.envelopes)
+    engine.dispose()
