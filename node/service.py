@@ -49,6 +49,35 @@ TRANSFER_SYNTAXES = [
 ]
 
 
+def accept_overlong_uids() -> None:
+    """Let pynetdicom decode requests whose UIDs have more than 64 characters.
+
+    pynetdicom's UI check (``_config.VALIDATORS["UI"]``, its documented switch) refuses a UID
+    longer than the 64 characters of PS3.5 section 9.1 while it decodes a request; for a C-STORE
+    that aborts the association inside pynetdicom (Evt19), with a traceback in the log and no
+    audit record. With this check the request reaches :class:`node.receipt.StoreHandler`, which
+    archives the object and records it ``invalid`` with the reason (PS3.4 B.2.3: 0xC000). Every
+    other rule of pynetdicom's check stays (an empty UID; conformance when
+    ``_config.ENFORCE_UID_CONFORMANCE``). Process-wide and idempotent: :meth:`Node.start` applies
+    it.
+    """
+    from pynetdicom import _config
+
+    current = _config.VALIDATORS["UI"]
+    if getattr(current, "overlong_uids_accepted", False):
+        return
+
+    def validate_ui(value: Any) -> tuple[bool, str]:
+        ok, why = current(value)
+        if not ok and isinstance(value, str) and len(value) > 64 \
+                and not _config.ENFORCE_UID_CONFORMANCE:
+            return True, ""
+        return ok, why
+
+    validate_ui.overlong_uids_accepted = True  # type: ignore[attr-defined]
+    _config.VALIDATORS["UI"] = validate_ui
+
+
 def build_ae(settings: Settings) -> AE:
     """The Application Entity with only the presentation contexts the node handles."""
     node = settings.node
@@ -178,8 +207,10 @@ class Node:
             (evt.EVT_RELEASED, handle_released),
             (evt.EVT_ABORTED, handle_aborted),
         ]
+        accept_overlong_uids()
         self.ae = build_ae(s)
-        self.server = start_server(self.ae, (s.node.host, s.node.port), handlers)
+        self.server = start_server(self.ae, (s.node.host, s.node.port), handlers,
+                                   first_pdu_timeout_s=s.node.first_pdu_timeout_s)
         host, port = self.address
         log.info("listening", extra={"fields": {
             "ae_title": s.node.ae_title, "host": host, "port": port,

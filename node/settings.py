@@ -59,6 +59,7 @@ class NodeSettings:
     dimse_timeout_s: float = 30.0
     network_timeout_s: float = 60.0
     acse_timeout_s: float = 30.0
+    first_pdu_timeout_s: float = 5.0
     shutdown_grace_s: float = 20.0
     poll_interval_ms: float = 0.2
 
@@ -73,9 +74,13 @@ class NodeSettings:
         _check(self.max_pdu_bytes == 0 or 4096 <= self.max_pdu_bytes <= 2**32 - 1,
                "[node] max_pdu_bytes", f"{self.max_pdu_bytes} is neither 0 nor in 4096..2^32-1")
         _check(self.max_dataset_bytes > 0, "[node] max_dataset_bytes", "must be positive")
-        for name in ("dimse_timeout_s", "network_timeout_s", "acse_timeout_s", "shutdown_grace_s"):
+        for name in ("dimse_timeout_s", "network_timeout_s", "acse_timeout_s",
+                     "first_pdu_timeout_s", "shutdown_grace_s"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value > 0, f"[node] {name}", "must be positive")
+        _check(self.first_pdu_timeout_s <= self.acse_timeout_s, "[node] first_pdu_timeout_s",
+               f"{self.first_pdu_timeout_s} is more than [node] acse_timeout_s "
+               f"({self.acse_timeout_s})")
         _check(math.isfinite(self.poll_interval_ms) and 0.05 <= self.poll_interval_ms <= 10,
                "[node] poll_interval_ms", f"{self.poll_interval_ms} is not in 0.05..10")
 

@@ -16,6 +16,20 @@ leaves quick-acknowledgement mode on its own, e.g. when we answer, so it is kept
 ``TCP_NODELAY`` only, and says so once in the log when it starts. Over TLS (an
 :class:`ssl.SSLSocket`, whose reads happen inside OpenSSL) the options are set once on the
 connection and not re-armed.
+
+The same handler is the accept-side gate of PS3.8 section 9.1.5 (the ARTIM timer of state Sta2):
+a connection becomes an association only once its whole first PDU, the A-ASSOCIATE-RQ, has
+arrived, within ``first_pdu_timeout_s`` of the accept. Until then it is no
+:class:`~pynetdicom.association.Association` thread, so it holds none of
+``AE.maximum_associations`` (pynetdicom counts association threads, and without the gate a peer
+that connects and sends two bytes holds a slot until the ACSE timeout, then its DUL thread waits
+for the rest of the PDU for ever); when the deadline passes it is closed and logged with its
+address. The PDU is only peeked (``MSG_PEEK``): pynetdicom reads it as it would have. A first
+PDU whose AE titles are not AE values (PS3.5 section 6.2: control characters, backslash, non-ASCII,
+only spaces) is answered with an A-ASSOCIATE-RJ (PS3.8 section 9.3.4: rejected-permanent, service
+user, calling or called AE title not recognised) and logged with the titles escaped; pynetdicom
+would raise inside its PDU decoder. After the gate the connection's reads and writes time out
+after ``AE.network_timeout``, so a peer that dies inside a PDU frees its slot.
 """
 
 from __future__ import annotations
@@ -25,7 +39,9 @@ import functools
 import logging
 import socket
 import ssl
+import struct
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +53,9 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 LOGGER = logging.getLogger(__name__)
+
+#: seconds a new connection has to send its whole first PDU (``[node] first_pdu_timeout_s``)
+DEFAULT_FIRST_PDU_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +128,92 @@ class PromptAckSocket(socket.socket):
         self._rearm()
 
 
+#: PDU types of PS3.8 Table 9-1 (0x01 A-ASSOCIATE-RQ ... 0x07 A-ABORT)
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+#: the gate waits for at most this much of a first PDU (a larger one is exotic; the rest is
+#: then read by pynetdicom under the network timeout): it fits any socket receive buffer
+FIRST_PDU_PEEK_MAX = 32 * 1024
+#: A-ASSOCIATE-RQ fixed fields: header (6), protocol version and reserved (4), two AE titles
+_CALLED_AE = slice(10, 26)
+_CALLING_AE = slice(26, 42)
+#: A-ASSOCIATE-RJ reasons (PS3.8 Table 9-21, source 1: DICOM UL service-user)
+REJECT_CALLING_AE, REJECT_CALLED_AE = 0x03, 0x07
+
+
+def printable(raw: bytes) -> str:
+    """``raw`` as printable ASCII for a log line: every other byte (and backslash) as ``\\xNN``."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}"
+                   for b in raw).strip()
+
+
+def ae_title_problem(raw: bytes) -> str | None:
+    """Why 16 bytes of an A-ASSOCIATE-RQ are not an AE value (PS3.5 section 6.2), or ``None``."""
+    if not raw.strip(b" "):
+        return "only spaces"
+    if any(b < 0x20 or b >= 0x7F or b == 0x5C for b in raw):
+        return "control characters, backslash or non-ASCII bytes"
+    return None
+
+
+def reject_pdu(reason: int) -> bytes:
+    """An A-ASSOCIATE-RJ PDU: rejected-permanent (1), DICOM UL service-user (1), ``reason``."""
+    return struct.pack(">BBLBBBB", 0x03, 0, 4, 0, 0x01, 0x01, reason)
+
+
+class FirstPduTimeout(Exception):
+    """The peer sent no whole first PDU in time (``received`` bytes of it had arrived)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+def await_first_pdu(
+    sock: socket.socket,
+    timeout_s: float,
+    stopping: Any = lambda: False,
+    slice_s: float = 0.25,
+) -> bytes:
+    """Peek until the whole first PDU (at most :data:`FIRST_PDU_PEEK_MAX` bytes) is buffered.
+
+    Returns the peeked bytes (b"" when the peer closed first, or when ``stopping()`` became true);
+    raises :class:`FirstPduTimeout` when ``timeout_s`` passes first. A first byte that is no PDU
+    type returns at once: pynetdicom answers that with an A-ABORT (PS3.8 section 9.2, Evt19).
+    Nothing is consumed.
+    """
+    deadline = time.monotonic() + timeout_s
+    need, seen = 6, -1
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FirstPduTimeout(max(seen, 0))
+        sock.settimeout(min(remaining, slice_s))
+        try:
+            data = sock.recv(need, socket.MSG_PEEK)
+        except TimeoutError:
+            if stopping():
+                return b""
+            continue
+        if not data or data[0] not in _PDU_TYPES:
+            return data
+        if len(data) >= 6 and need == 6:
+            need = 6 + min(struct.unpack(">L", data[2:6])[0], FIRST_PDU_PEEK_MAX)
+        if len(data) >= need:
+            return data
+        if len(data) == seen:  # a part is buffered: readable at once, so wait a little
+            if stopping():
+                return b""
+            time.sleep(min(0.01, max(remaining, 0)))
+        seen = len(data)
+
+
 class PromptAckRequestHandler(RequestHandler):
-    """pynetdicom's :class:`~pynetdicom.transport.RequestHandler` on a :class:`PromptAckSocket`."""
+    """pynetdicom's :class:`~pynetdicom.transport.RequestHandler` behind the first-PDU gate.
+
+    ``options`` (``None``: pynetdicom's plain socket) gives the connection a
+    :class:`PromptAckSocket`; ``first_pdu_timeout_s`` (``None``: no gate) is the deadline of the
+    module docstring.
+    """
 
     def __init__(
         self,
@@ -118,18 +221,90 @@ class PromptAckRequestHandler(RequestHandler):
         client_address: Any,
         server: BaseServer,
         *,
-        options: PromptAck,
+        options: PromptAck | None,
+        first_pdu_timeout_s: float | None = None,
     ) -> None:
         self.options = options
+        self.first_pdu_timeout_s = first_pdu_timeout_s
         super().__init__(request, client_address, server)  # runs setup() then handle()
 
     def setup(self) -> None:
         """Swap the accepted socket for one that acknowledges promptly (socketserver's hook)."""
+        if self.options is None:
+            return
         request = self.request
         if isinstance(request, ssl.SSLSocket):
             self.options.apply(request)  # OpenSSL reads the descriptor itself: set once
         elif isinstance(request, socket.socket) and request.type == socket.SOCK_STREAM:
             self.request = PromptAckSocket.adopt(request, self.options)
+
+    def handle(self) -> None:
+        """The gate (module docstring), then pynetdicom's association on this connection."""
+        sock = self.request
+        if not isinstance(sock, socket.socket):
+            return super().handle()
+        if self.first_pdu_timeout_s is not None and not isinstance(sock, ssl.SSLSocket):
+            try:
+                first = await_first_pdu(sock, self.first_pdu_timeout_s, self._stopping)
+            except FirstPduTimeout as exc:
+                LOGGER.warning(
+                    "connection closed: no whole first PDU (A-ASSOCIATE-RQ) within %g s",
+                    self.first_pdu_timeout_s, extra={"fields": {
+                        "peer_address": self._peer(), "bytes_received": exc.received,
+                        "setting": "[node] first_pdu_timeout_s"}})
+                self._close(sock)
+                return None
+            except OSError as exc:  # reset by the peer
+                LOGGER.info("connection closed before its first PDU",
+                            extra={"fields": {"peer_address": self._peer(), "error": repr(exc)}})
+                self._close(sock)
+                return None
+            if not first:
+                self._close(sock)
+                return None
+            if self._rejected(sock, first):
+                return None
+        sock.settimeout(self.server.ae.network_timeout)
+        return super().handle()
+
+    def _stopping(self) -> bool:
+        listening = getattr(self.server, "socket", None)
+        return listening is None or listening.fileno() < 0
+
+    def _peer(self) -> str:
+        host, port = self.client_address[:2]
+        return f"{host}:{port}"
+
+    def _rejected(self, sock: socket.socket, first: bytes) -> bool:
+        """Reject an A-ASSOCIATE-RQ whose AE titles are not AE values (module docstring)."""
+        if first[0] != 0x01 or len(first) < _CALLING_AE.stop:
+            return False
+        calling, called = first[_CALLING_AE], first[_CALLED_AE]
+        problem = ae_title_problem(calling)
+        reason, which = REJECT_CALLING_AE, "calling"
+        if problem is None:
+            problem = ae_title_problem(called)
+            reason, which = REJECT_CALLED_AE, "called"
+        if problem is None:
+            return False
+        LOGGER.warning(f"association rejected: the {which} AE title has {problem}",
+                       extra={"fields": {"peer_address": self._peer(),
+                                         "calling_ae_title": printable(calling),
+                                         "called_ae_title": printable(called)}})
+        with contextlib.suppress(OSError):
+            sock.settimeout(1.0)
+            length = 6 + struct.unpack(">L", first[2:6])[0]
+            while length > 0:  # read the request: closing with unread data would reset the
+                chunk = sock.recv(min(length, 65536))  # connection and lose the rejection
+                if not chunk:
+                    break
+                length -= len(chunk)
+            sock.sendall(reject_pdu(reason))
+        self._close(sock)
+        return True
+
+    def _close(self, sock: socket.socket) -> None:
+        self.server.shutdown_request(sock)
 
 
 class PollBudget:
@@ -190,15 +365,18 @@ def start_server(
     evt_handlers: list[Any] | None = None,
     *,
     prompt_ack: bool = True,
+    first_pdu_timeout_s: float | None = DEFAULT_FIRST_PDU_TIMEOUT_S,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server on ``address`` with ``evt_handlers`` bound.
 
     Mirrors :meth:`pynetdicom.AE.start_server` (``block=False``): the server is registered with
     ``ae`` so that ``ae.shutdown()`` (or ``server.shutdown()``) stops it, and it serves from a
     daemon thread. With ``prompt_ack`` (the default) its connections acknowledge promptly, see the
-    module docstring; ``prompt_ack=False`` gives pynetdicom's plain transport.
+    module docstring; ``prompt_ack=False`` gives pynetdicom's plain sockets. A connection must
+    send its whole A-ASSOCIATE-RQ within ``first_pdu_timeout_s`` (``None``: pynetdicom's
+    behaviour, no gate).
     """
-    kwargs: dict[str, Any] = {}
+    options: PromptAck | None = None
     if prompt_ack:
         options = PromptAck.detect()
         if options.quickack is None:
@@ -209,12 +387,13 @@ def start_server(
             )
         else:
             LOGGER.info("prompt acknowledgement on: TCP_QUICKACK kept armed, TCP_NODELAY set")
-        kwargs["request_handler"] = functools.partial(PromptAckRequestHandler, options=options)
+    handler = functools.partial(PromptAckRequestHandler, options=options,
+                                first_pdu_timeout_s=first_pdu_timeout_s)
     server = ae.make_server(
         address,
         evt_handlers=evt_handlers,
         server_class=ThreadedAssociationServer,
-        **kwargs,
+        request_handler=handler,
     )
     timestamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(

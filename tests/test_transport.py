@@ -289,3 +289,44 @@ def test_serve_binds_no_standard_event_logging(ae: AE, monkeypatch: pytest.Monke
     server = start_server(ae, ("127.0.0.1", 0), [(evt.EVT_C_ECHO, on_echo)])
     assert echo(server.server_address[1]) == SUCCESS
     assert bound[0] >= 1 and bound[1] == 0
+
+
+def test_a_connection_without_its_first_pdu_is_no_association(ae: AE) -> None:
+    """PS3.8 9.1.5: until its A-ASSOCIATE-RQ is in, a connection holds no association slot,
+    and it is closed when the first-PDU deadline passes."""
+    ae.maximum_associations = 1
+    server = start_server(ae, ("127.0.0.1", 0), [], first_pdu_timeout_s=0.5)
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as half_open:
+        half_open.sendall(b"\x01\x00")  # two bytes of an A-ASSOCIATE-RQ, then nothing
+        time.sleep(0.1)
+        assert server.active_associations == []
+        assert echo(port) == SUCCESS  # the one slot is free for a real association
+        start = time.monotonic()
+        assert half_open.recv(10) == b""  # closed by the node at the deadline
+        assert time.monotonic() - start < 1.5
+
+
+def test_server_shutdown_does_not_wait_for_the_first_pdu_deadline() -> None:
+    ae = scp_ae()
+    start_server(ae, ("127.0.0.1", 0), [], first_pdu_timeout_s=20)
+    port = ae._servers[0].server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=3):
+        time.sleep(0.1)
+        start = time.monotonic()
+        ae.shutdown()
+        assert time.monotonic() - start < 2.0
+
+
+def test_an_association_reads_under_the_network_timeout(ae: AE) -> None:
+    """After the gate the connection's reads time out (a peer dead inside a PDU frees its slot)."""
+    ae.network_timeout = 7
+    timeouts: list[float | None] = []
+
+    def on_echo(event: Event) -> int:
+        timeouts.append(association_socket(event).gettimeout())
+        return SUCCESS
+
+    server = start_server(ae, ("127.0.0.1", 0), [(evt.EVT_C_ECHO, on_echo)])
+    assert echo(server.server_address[1]) == SUCCESS
+    assert timeouts == [7]

@@ -89,6 +89,27 @@ def test_a_wrong_setting_is_named(env: dict[str, str], named: str) -> None:
     assert named in str(info.value)
 
 
+def test_first_pdu_timeout_default_and_layers(tmp_path: Path) -> None:
+    assert load_settings(env={}).node.first_pdu_timeout_s == 5.0
+    config = tmp_path / "site.toml"
+    config.write_text("[node]\nfirst_pdu_timeout_s = 2.5\n")
+    assert load_settings(config, env={}).node.first_pdu_timeout_s == 2.5
+    env = {"SRO_DECODER_NODE__FIRST_PDU_TIMEOUT_S": "1.5"}
+    assert load_settings(config, env=env).node.first_pdu_timeout_s == 1.5
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "must be positive"), ("-3", "must be positive"), ("nan", "not a finite number"),
+     ("inf", "not a finite number"), ("31", "more than [node] acse_timeout_s")],
+)
+def test_a_wrong_first_pdu_timeout_is_named(value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env={"SRO_DECODER_NODE__FIRST_PDU_TIMEOUT_S": value})
+    assert "[node] first_pdu_timeout_s" in str(info.value)
+    assert message in str(info.value)
+
+
 def test_profiles_may_not_share_an_ae_title(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[profiles.a]\ncalling_ae_titles = ["X"]\n'
