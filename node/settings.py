@@ -60,9 +60,9 @@ class SettingsError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Value types. TOML gives typed values, the environment text: text is parsed as today (integers
-# in any base, "yes"/"no" booleans, comma-separated lists); otherwise types are strict (no
-# true for 1, no 1.0 for an integer).
+# Value types. TOML gives typed values, the environment text: text is parsed (integers in any
+# base, "yes"/"no" booleans, comma-separated lists); other values must have the field's type
+# (no true for 1, no 1.0 for an integer).
 
 
 def _from_text(parse: Callable[[str], Any]) -> BeforeValidator:
@@ -334,9 +334,9 @@ _LAYERS: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("_LAYER
 
 
 class _Environment(EnvSettingsSource):
-    """``SRO_DECODER_<SECTION>__<KEY>`` from ``env``, as today: a variable naming an unknown
-    section is refused (not ignored), and ``SRO_DECODER_PROFILES__<NAME>__<KEY>`` matches a
-    profile of the files whatever the case of its name."""
+    """``SRO_DECODER_<SECTION>__<KEY>`` from ``env`` (names case-insensitive); a variable naming
+    an unknown section is refused, not ignored, and ``SRO_DECODER_PROFILES__<NAME>__<KEY>``
+    matches a profile of the files whatever the case of its name."""
 
     def __init__(self, env: Mapping[str, str], profile_names: set[str]) -> None:
         self._env = env

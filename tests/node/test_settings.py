@@ -139,7 +139,7 @@ def test_first_pdu_timeout_is_checked(value: str) -> None:
     assert load_settings(env={}).node.first_pdu_timeout_s == 5.0
 
 
-def test_environment_text_as_before(tmp_path: Path) -> None:
+def test_environment_text_is_parsed(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[profiles.XVI]\ncalling_ae_titles = ["XVI1"]\n')
     s = load_settings(config, env={"SRO_DECODER_PROFILES__XVI__GROUP": "0x0019",
