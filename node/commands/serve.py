@@ -9,9 +9,10 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from node.settings import Settings
 
 log = logging.getLogger("node.serve")
 
@@ -27,6 +28,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace, **flags: dict[str, Any]) -> Settings:
     """Build the settings from the layers, ``flags`` per section (``None``: flag not given);
     a wrong setting exits with status 2 naming it."""
+    from node.settings import SettingsError, load_settings  # here: other commands need no pydantic
+
     overrides: dict[str, dict[str, Any]] = {"storage": {"data_dir": args.data_dir}, **flags}
     try:
         return load_settings(args.config, overrides=overrides)

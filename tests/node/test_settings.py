@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from model.decision import DecisionPolicy
 from model.offset import TranslationUnit
-from node.settings import SettingsError, load_settings
+from node.settings import Settings, SettingsError, load_settings
 from tests.node.conftest import cli
 
 
@@ -100,8 +102,8 @@ def test_first_pdu_timeout_default_and_layers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("0", "must be positive"), ("-3", "must be positive"), ("nan", "not a finite number"),
-     ("inf", "not a finite number"), ("31", "more than [node] acse_timeout_s")],
+    [("0", "greater than 0"), ("-3", "greater than 0"), ("nan", "finite number"),
+     ("inf", "finite number"), ("31", "more than [node] acse_timeout_s")],
 )
 def test_a_wrong_first_pdu_timeout_is_named(value: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
@@ -135,3 +137,57 @@ def test_serve_stops_at_start_up_on_a_wrong_setting(
     assert rc == 2
     assert "[smtp] port" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # nothing started
+
+
+def test_the_shipped_file_holds_the_models_defaults_and_documents_every_key() -> None:
+    text = (Path(__file__).parents[2] / "config" / "default.toml").read_text(encoding="utf-8")
+    defaults = Settings.model_construct().model_dump(mode="json")
+    assert tomllib.loads(text) == defaults  # the same tables, keys and values: they can't drift
+    tables = {f"profiles.{name}": p for name, p in defaults.pop("profiles").items()} | defaults
+    documented, table = set(), ""
+    for line in text.splitlines():
+        if header := re.match(r"\[([\w.]+)\]", line):
+            table = header[1]
+        elif key := re.match(r"(\w+)\s*=.*\s#\s*\S", line):  # a key and its comment
+            documented.add(f"[{table}] {key[1]}")
+    assert documented == {f"[{t}] {k}" for t, keys in tables.items() for k in keys}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "301", "inf"])
+def test_first_pdu_timeout_is_checked(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"\[node\] first_pdu_timeout_s"):
+        load_settings(env={"SRO_DECODER_NODE__FIRST_PDU_TIMEOUT_S": value})
+    assert load_settings(env={}).node.first_pdu_timeout_s == 5.0
+
+
+def test_environment_text_is_parsed(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[profiles.XVI]\ncalling_ae_titles = ["XVI1"]\n')
+    s = load_settings(config, env={"SRO_DECODER_PROFILES__XVI__GROUP": "0x0019",
+                                   "SRO_DECODER_SMTP__STARTTLS": " yes ",
+                                   "SRO_DECODER_NODE__ALLOWED_CALLING_AE_TITLES": "A, B,,",
+                                   "SRO_DECODER_NODE__DIMSE_TIMEOUT_S": "2.5"})
+    assert set(s.profiles) == {"default", "XVI"}  # profile names match whatever their case
+    assert s.profile_for("XVI1").group == 0x19
+    assert s.smtp.starttls is True and s.node.dimse_timeout_s == 2.5
+    assert s.node.allowed_calling_ae_titles == ("A", "B")
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[node]\nprot = 1\n", r"setting \[node\] prot: unknown setting"),
+        ("[nodes]\nport = 1\n", r"setting \[nodes\]: unknown section"),
+        ("[node]\nport = true\n", r"setting \[node\] port"),  # no bool for an integer
+        ("[node]\nport = 1.0\n", r"setting \[node\] port"),
+        ("[smtp]\nstarttls = 1\n", r"setting \[smtp\] starttls"),
+        ("[profiles.x]\nmystery = 1\n", r"setting \[profiles.x\] mystery: unknown setting"),
+        ("[alerts]\nretry_initial_s = 9\nretry_max_s = 8\n", r"\[alerts\] retry_max_s"),
+        ('[smtp]\npassword = "p"\n', r"\[smtp\] password"),
+    ],
+)
+def test_a_wrong_file_setting_is_named(tmp_path: Path, toml: str, named: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError, match=named):
+        load_settings(config, env={})
