@@ -1,7 +1,10 @@
 """From DICOM datasets or files to decode records: read, check, decode in one batch, decide.
 
 Used by ``sro-decoder decode`` and by the node's C-STORE handler alike, so both give the same
-record for the same object.
+record for the same object: the same structure check of the encoded bytes first
+(:func:`structure_problem`, PS3.5 section 7), then SPEC section 1's checks, then the decoder.
+Nothing about one object stops the others: every failure becomes that object's ``invalid``
+record.
 """
 
 from __future__ import annotations
@@ -9,18 +12,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from model.batch import DecodeInput, InputBatch
-from model.decision import DecisionPolicy, DecodeRecord, decide, invalid_record, no_offset_record
+from model.decision import (
+    DecisionKind,
+    DecisionPolicy,
+    DecodeRecord,
+    decide,
+    invalid_record,
+    no_offset_record,
+)
 from model.decoder import Decoder
+from model.dicom_structure import StructureError, check_structure
 from model.errors import InvalidReason, SROError
 from model.offset import DEFAULT_PROFILE, CouchOffset, OffsetProfile
-from model.sro import SpatialRegistration, read
+from model.sro import SpatialRegistration, read, sop_instance_uid_of
+
+#: reason code when the decoder itself failed on an object (not a check of SPEC section 1)
+DECODE_ERROR = "decode_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +62,7 @@ class Prepared:
 def _prepare(
     ds: Dataset, decoder: Decoder, options: DecodeOptions, path: str | None
 ) -> tuple[SpatialRegistration | None, DecodeRecord | None]:
-    uid = str(ds.get("SOPInstanceUID", "")) or None
+    uid = sop_instance_uid_of(ds)
     try:
         reg = read(ds, options.profile)
     except SROError as exc:
@@ -90,27 +108,31 @@ def decode_datasets(
                 decoder.info, InvalidReason.UNREADABLE, error or "unreadable", path=path
             )
             continue
-        reg, record = _prepare(ds, decoder, options, path)
+        try:
+            reg, record = _prepare(ds, decoder, options, path)
+        except Exception as exc:  # e.g. an override that does not fit: still this file's record
+            reg, record = None, invalid_record(
+                decoder.info, InvalidReason.UNREADABLE,
+                f"the dataset cannot be understood: {type(exc).__name__}: {exc}", path=path,
+                sop_instance_uid=sop_instance_uid_of(ds))
         if record is not None:
             out[i] = record
         else:
             assert reg is not None
             todo.append((i, reg))
     if todo:
-        precision = options.profile.precision
-        inputs = [
-            DecodeInput(r.matrix, r.offset, precision, r.orthonormality_error)  # type: ignore[arg-type]
-            for _, r in todo
-        ]
-        batch = InputBatch.from_inputs(inputs)
-        decided = decide(
-            batch,
-            decoder.decode(batch),
-            decoder.info,
-            options.policy,
-            precisions=[precision] * len(todo),
-            offsets=[x.offset for x in inputs],
-        )
+        try:
+            decided = _decide(todo, decoder, options)
+        except Exception:  # one input the decoder fails on: find it, decode the others
+            decided = []
+            for one in todo:
+                try:
+                    decided.extend(_decide([one], decoder, options))
+                except Exception as exc:
+                    decided.append(DecodeRecord(
+                        decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
+                        reason=f"the decoder failed: {type(exc).__name__}: {exc}",
+                        model=decoder.info))
         for (i, reg), record in zip(todo, decided, strict=True):
             out[i] = dataclasses.replace(
                 record,
@@ -119,6 +141,24 @@ def decode_datasets(
                 warnings=reg.warnings,
             )
     return [r for r in out if r is not None]
+
+
+def _decide(todo: list[tuple[int, SpatialRegistration]], decoder: Decoder,
+            options: DecodeOptions) -> list[DecodeRecord]:
+    precision = options.profile.precision
+    inputs = [
+        DecodeInput(r.matrix, r.offset, precision, r.orthonormality_error)  # type: ignore[arg-type]
+        for _, r in todo
+    ]
+    batch = InputBatch.from_inputs(inputs)
+    return decide(
+        batch,
+        decoder.decode(batch),
+        decoder.info,
+        options.policy,
+        precisions=[precision] * len(todo),
+        offsets=[x.offset for x in inputs],
+    )
 
 
 def decode_dataset(ds: Dataset, decoder: Decoder, options: DecodeOptions) -> DecodeRecord:
@@ -137,20 +177,65 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def structure_problem(data: bytes, transfer_syntax: str) -> str | None:
+    """Why the encoded data set ``data`` (the bytes after any File Meta Information, deflated
+    for the deflated transfer syntax) cannot be read, or ``None`` when its structure is whole
+    (:func:`model.dicom_structure.check_structure`). The node checks what it receives with
+    this, ``decode`` what it reads from a file: the same bytes get the same answer."""
+    try:
+        ts = UID(transfer_syntax)
+        implicit, little, deflated = ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated
+    except (ValueError, TypeError):
+        return f"the transfer syntax {transfer_syntax!r} is not one this reader knows"
+    try:
+        check_structure(data, implicit=implicit, little=little, deflated=deflated)
+    except StructureError as exc:
+        return f"the data set is incomplete or damaged: {exc}"
+    return None
+
+
+def _not_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 0x0002
+
+
+def read_bytes(data: bytes) -> tuple[Dataset | None, str | None]:
+    """Read a DICOM file's bytes (PS3.10 section 7): the File Meta Information, then the
+    structure check of the data set in its transfer syntax, then pydicom; ``(None, reason)``
+    when it cannot be read at all."""
+    fp = BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = read_dataset(fp, False, True, stop_when=_not_meta)
+        start = fp.tell()
+        ts = str(meta.get("TransferSyntaxUID") or "").strip("\0 ")
+    except InvalidDicomError as exc:
+        return None, f"not a DICOM file: {exc}"
+    except Exception as exc:
+        return None, f"cannot parse the File Meta Information: {type(exc).__name__}: {exc}"
+    if not ts:
+        return None, "the File Meta Information has no Transfer Syntax UID (PS3.10 section 7.1)"
+    problem = structure_problem(data[start:], ts)
+    if problem is not None:
+        return None, problem
+    try:
+        return pydicom.dcmread(BytesIO(data)), None
+    except Exception as exc:
+        return None, f"cannot parse DICOM file: {type(exc).__name__}: {exc}"
+
+
 def read_file(path: Path) -> tuple[Dataset | None, str | None]:
     """Read one DICOM file; return ``(None, reason)`` when it cannot be read at all."""
     try:
-        return pydicom.dcmread(path), None
+        data = path.read_bytes()
     except FileNotFoundError:
         return None, f"no such file: {path}"
     except IsADirectoryError:
         return None, f"is a directory: {path}"
     except PermissionError:
         return None, f"permission denied: {path}"
-    except InvalidDicomError as exc:
-        return None, f"not a DICOM file: {exc}"
-    except Exception as exc:
-        return None, f"cannot parse DICOM file: {type(exc).__name__}: {exc}"
+    except OSError as exc:
+        return None, f"cannot read the file: {exc}"
+    return read_bytes(data)
 
 
 def decode_files(
@@ -160,6 +245,20 @@ def decode_files(
     for start in range(0, len(paths), chunk):
         part = paths[start : start + chunk]
         loaded = [(p, *read_file(p)) for p in part]
-        records = decode_datasets([(ds, str(p), err) for p, ds, err in loaded], decoder, options)
+        triples = [(ds, str(p), err) for p, ds, err in loaded]
+        try:
+            records = decode_datasets(triples, decoder, options)
+        except Exception:  # not expected (each file's failures are its record): one at a time
+            records = [_decode_one(t, decoder, options) for t in triples]
         for (_, ds, _), record in zip(loaded, records, strict=True):
             yield record, ds is not None
+
+
+def _decode_one(item: tuple[Dataset | None, str | None, str | None], decoder: Decoder,
+                options: DecodeOptions) -> DecodeRecord:
+    try:
+        return decode_datasets([item], decoder, options)[0]
+    except Exception as exc:
+        return DecodeRecord(decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
+                            reason=f"the decoder failed: {type(exc).__name__}: {exc}",
+                            model=decoder.info, path=item[1])

@@ -22,10 +22,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from model.conventions import FloatArray
+from model.dicom_structure import EncodedItem, NotParsed, encoded_items
 from model.errors import InvalidReason, SROError
 from model.geometry import rotation_block_error
 from model.offset import DEFAULT_PRIVATE_CREATOR, DEFAULT_PROFILE, CouchOffset, OffsetProfile
-from model.sequence_bytes import EncodedItem, NotParsed, encoded_items
 
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 ORTHONORMAL_TOLERANCE = 1e-4
@@ -117,6 +117,27 @@ def _require(ds: Dataset | EncodedItem, tag: BaseTag, where: str) -> object:
     return value
 
 
+_SEQUENCE_NAMES = {
+    _REGISTRATION_SEQUENCE: "Registration Sequence (0070,0308)",
+    _MATRIX_REGISTRATION_SEQUENCE: "Matrix Registration Sequence (0070,0309)",
+    _MATRIX_SEQUENCE: "Matrix Sequence (0070,030A)",
+}
+
+
+def _require_sequence(ds: Dataset | EncodedItem, tag: BaseTag,
+                      where: str) -> Sequence[Dataset | EncodedItem]:
+    """The items of a sequence SPEC section 1 reads; an element there that is not a sequence
+    (its VR changed from SQ, PS3.5 section 7.5) means the data set cannot be understood."""
+    value = _require(ds, tag, where)
+    if not isinstance(value, DicomSequence | list):
+        elem = ds.get(tag)
+        vr = getattr(elem, "VR", None) or "not SQ"
+        raise SROError(InvalidReason.UNREADABLE,
+                       f"{_SEQUENCE_NAMES[tag]} in {where} is encoded as {vr}, not as a "
+                       "sequence (SQ)")
+    return value
+
+
 def _matrix_values(item: Dataset | EncodedItem, label: str) -> list[float]:
     """Frame of Reference Transformation Matrix (3006,00C6), DS, VM 16 (PS3.3 C.20.2.1.1).
 
@@ -155,7 +176,7 @@ def _matrix_values(item: Dataset | EncodedItem, label: str) -> list[float]:
 
 def _registration_items(ds: Dataset) -> Sequence[Dataset | EncodedItem]:
     """Registration Sequence (0070,0308) items: read from the encoded bytes when the element
-    is still raw (:mod:`model.sequence_bytes`), through pydicom otherwise."""
+    is still raw (:func:`model.dicom_structure.encoded_items`), through pydicom otherwise."""
     elem = ds.get_item(_REGISTRATION_SEQUENCE)
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) and elem.VR in (
         None, "SQ"
@@ -171,20 +192,17 @@ def _registration_items(ds: Dataset) -> Sequence[Dataset | EncodedItem]:
         else:
             if items:
                 return items
-    found = _require(ds, _REGISTRATION_SEQUENCE, "the dataset")
-    assert isinstance(found, DicomSequence)
-    return found
+    return _require_sequence(ds, _REGISTRATION_SEQUENCE, "the dataset")
 
 
 def _item_matrix(item: Dataset | EncodedItem, index: int) -> FloatArray:
     """The composed matrix of one Registration Sequence item (PS3.3 C.20.2.1.1)."""
     where = f"Registration Sequence item {index + 1}"
-    mrs = _require(item, _MATRIX_REGISTRATION_SEQUENCE, where)
-    assert isinstance(mrs, DicomSequence | list)
+    mrs = _require_sequence(item, _MATRIX_REGISTRATION_SEQUENCE, where)
     out: FloatArray | None = None
     for mr in mrs:
-        matrices = _require(mr, _MATRIX_SEQUENCE, f"{where} Matrix Registration Sequence")
-        assert isinstance(matrices, DicomSequence | list)
+        matrices = _require_sequence(mr, _MATRIX_SEQUENCE,
+                                     f"{where} Matrix Registration Sequence")
         for m_index, m_item in enumerate(matrices):
             label = f"{where} Matrix Sequence item {m_index + 1}"
             mtype = _require_ascii(m_item, _MATRIX_TYPE, label)
@@ -220,6 +238,16 @@ def _check_rigid(matrix: np.ndarray, label: str) -> float:
             f"{label}: rotation block has determinant {float(det):.6g} ≤ 0 (a reflection)",
         )
     return float(err)
+
+
+def sop_instance_uid_of(ds: Dataset) -> str | None:
+    """The data set's SOP Instance UID (0008,0018) as text, read from its raw bytes; ``None``
+    when absent, empty or unreadable. Never raises: records of data sets that fail every other
+    check still name the object."""
+    try:
+        return _ascii(ds, _SOP_INSTANCE_UID)
+    except Exception:
+        return None
 
 
 def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from model.decision import DecisionKind, DecodeRecord, invalid_record
 from model.decoder import Decoder
 from model.errors import InvalidReason
-from model.pipeline import DecodeOptions, decode_dataset
+from model.pipeline import DECODE_ERROR, DecodeOptions, decode_dataset, structure_problem
 from node.alerts.compose import ReceiptContext, compose_alert
 from node.archive import Archive, Archived, Placement, valid_uid
 from node.audit.models import Source, utcnow
@@ -33,17 +33,30 @@ from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
 from node.audit.writer import GroupCommitWriter
 from node.combining import Closed
 from node.decode_batcher import DecodeBatcher
-from node.encoding_check import EncodingError, check_complete
 from node.file_meta import FileMeta
 from node.settings import Settings
 from node.statuses import StoreStatus
+from node.text import bounded, visible
 
 log = logging.getLogger("node.receipt")
 
 #: reason code of a data set refused for its size (not one of SPEC section 1's checks)
 TOO_LARGE = "dataset_too_large"
-#: reason code when the decoder itself failed on an object
-DECODE_ERROR = "decode_error"
+#: the prefix of a request's Affected SOP Instance UID that is not a UID, as recorded
+INVALID_UID_MARK = "INVALID:"
+#: reason code of a C-STORE whose Affected SOP Instance UID has more than 64 characters
+#: (PS3.5 section 9.1); archived unnamed, not decoded
+REQUEST_UID_TOO_LONG = "request_uid_too_long"
+
+
+def recorded_uid(text: str | None) -> str | None:
+    """A request's Affected SOP Instance UID as recorded: as sent when it is a valid UID
+    (PS3.5 section 9.1); otherwise marked with :data:`INVALID_UID_MARK`, its line breaks and
+    control characters escaped (:func:`node.text.visible`) and cut to 64 characters, so it can
+    never pass for a UID nor name a file."""
+    if text is None or valid_uid(text):
+        return text
+    return bounded(INVALID_UID_MARK + visible(text), 64)
 
 
 def status_for(record: DecodeRecord) -> StoreStatus:
@@ -54,7 +67,8 @@ def status_for(record: DecodeRecord) -> StoreStatus:
         return StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
     if record.reason_code == TOO_LARGE:
         return StoreStatus.OUT_OF_RESOURCES
-    if record.reason_code in (InvalidReason.UNREADABLE.value, DECODE_ERROR):
+    if record.reason_code in (InvalidReason.UNREADABLE.value, DECODE_ERROR,
+                              REQUEST_UID_TOO_LONG):
         return StoreStatus.CANNOT_UNDERSTAND
     return StoreStatus.CANNOT_UNDERSTAND_INVALID_REGISTRATION
 
@@ -118,8 +132,11 @@ class Recorder:
         alerts = self.settings.alerts
         name = pid = None
         if alerts.include_patient_identity and ds is not None:
-            name = str(ds.get("PatientName", "")) or None
-            pid = str(ds.get("PatientID", "")) or None
+            try:
+                name = str(ds.get("PatientName", "")) or None
+                pid = str(ds.get("PatientID", "")) or None
+            except Exception:  # a value pydicom cannot convert: the alert goes without them
+                name = pid = None
         ctx = ReceiptContext(
             sop_instance_uid=uid, calling_ae_title=origin.calling_ae_title,
             called_ae_title=origin.called_ae_title, peer_address=origin.peer_address,
@@ -198,9 +215,7 @@ class StoreHandler:
         origin = self.origin(event)
         request = event.request
         raw_uid = request.AffectedSOPInstanceUID
-        uid = str(raw_uid) if raw_uid is not None else None
-        if uid is not None and not valid_uid(uid):
-            uid = uid[:64]  # recorded as text only; never used to name a file
+        uid = recorded_uid(None if raw_uid is None else str(raw_uid))  # never names a file
         raw_class = request.AffectedSOPClassUID
         sop_class = None if raw_class is None else str(raw_class)
         data: bytes = request.DataSet.getvalue()
@@ -240,13 +255,29 @@ class StoreHandler:
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
         ds, error = self._dataset(event, data)
-        record = self.recorder.decode(ds, error, origin, uid)
-        if record.sop_instance_uid is not None and uid is not None \
+        if raw_uid is not None and len(str(raw_uid)) > 64:
+            record = DecodeRecord(
+                decision=DecisionKind.INVALID, reason_code=REQUEST_UID_TOO_LONG,
+                model=self.recorder.decoder.info, sop_instance_uid=uid,
+                reason=f"Affected SOP Instance UID of {len(str(raw_uid))} characters (at most "
+                       "64, PS3.5 section 9.1) in the C-STORE request; archived unnamed, "
+                       "not decoded")
+        else:
+            record = self.recorder.decode(ds, error, origin, uid)
+        if record.sop_instance_uid is None and uid is not None:
+            # the data set could not say (unparseable, or no UID): the request's is recorded
+            record = replace(record, sop_instance_uid=uid)
+        elif record.sop_instance_uid is not None and uid is not None \
                 and record.sop_instance_uid != uid:
             # PS3.4 B.2.1.1: they must be equal; the archive and the record use the request's
             record = replace(record, sop_instance_uid=uid, warnings=(
-                *record.warnings, f"the data set's SOP Instance UID {record.sop_instance_uid} "
-                f"differs from the C-STORE request's Affected SOP Instance UID {uid}"))
+                *record.warnings, "the data set's SOP Instance UID "
+                f"{recorded_uid(record.sop_instance_uid)} differs from the C-STORE request's "
+                f"Affected SOP Instance UID {uid}"))
+        if uid is not None and uid.startswith(INVALID_UID_MARK):
+            record = replace(record, warnings=(
+                *record.warnings, "the C-STORE request's Affected SOP Instance UID is not a "
+                f"valid UID (PS3.5 section 9.1); recorded marked {INVALID_UID_MARK} and escaped"))
         receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=len(data), record=record, ds=ds)
@@ -265,12 +296,9 @@ class StoreHandler:
 
     @staticmethod
     def _dataset(event: Any, data: bytes) -> tuple[Dataset | None, str | None]:
-        ts = event.context.transfer_syntax
-        try:
-            check_complete(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian,
-                           deflated=ts.is_deflated)
-        except EncodingError as exc:
-            return None, f"the data set is incomplete: {exc}"
+        problem = structure_problem(data, str(event.context.transfer_syntax))
+        if problem is not None:
+            return None, problem
         try:
             return event.dataset, None
         except Exception as exc:

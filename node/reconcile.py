@@ -13,16 +13,14 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-import pydicom
-from pydicom.uid import UID
 from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from model.pipeline import read_file
 from node.archive import Archived, Placement
 from node.audit.models import Source
 from node.audit.store import Receipt, record_receipts, recorded_archive_paths
-from node.encoding_check import EncodingError, check_complete
 from node.receipt import Origin, Recorder
 
 log = logging.getLogger("node.reconcile")
@@ -41,19 +39,12 @@ def receipt_for_file(recorder: Recorder, path: Path) -> Receipt | None:
         stat = path.stat()
     except FileNotFoundError:
         return None
-    error = None
-    ds = None
     meta = None
     try:
-        meta, offset = split_dataset(path)
-        ts = UID(str(meta.TransferSyntaxUID))
-        check_complete(path.read_bytes()[offset:], implicit=ts.is_implicit_VR,
-                       little=ts.is_little_endian, deflated=ts.is_deflated)
-        ds = pydicom.dcmread(path)
-    except EncodingError as exc:
-        error = f"the data set is incomplete: {exc}"
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        meta, _ = split_dataset(path)
+    except Exception:
+        meta = None  # read_file says why
+    ds, error = read_file(path)  # the checks ``decode`` and the C-STORE handler apply
 
     def meta_text(keyword: str) -> str | None:
         value = None if meta is None else meta.get(keyword)

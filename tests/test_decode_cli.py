@@ -241,3 +241,42 @@ def test_synth_command_writes_files_and_truth(tmp_path: Path) -> None:
     )
     truth2 = [json.loads(x) for x in (again / "truth.jsonl").read_text().splitlines()]
     assert [t["offset"] for t in truth] == [t["offset"] for t in truth2]
+
+
+def _damaged_files(folder: Path, valid_sro: Dataset) -> dict[str, bytes]:
+    """One file per defect of issue 9 that ``decode`` mishandled, plus a valid one last."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from tests.fuzz.mutants import encode, nested_sequences, part10
+
+    body = encode(valid_sro, ExplicitVRLittleEndian)
+    uid_header = b"\x08\x00\x18\x00UI"
+    ms_header = b"\x70\x00\x0a\x03SQ"
+    last_ms = body.rindex(ms_header)
+    files = {
+        "a_bad_vr_in_uid.dcm": body.replace(uid_header, b"\x08\x00\x18\x00ZZ", 1),
+        "b_truncated.dcm": body[:-300],
+        "c_deep.dcm": body + nested_sequences(600, False, True),
+        "d_matrix_sequence_as_ob.dcm": body[:last_ms + 4] + b"OB" + body[last_ms + 6:],
+        "e_valid.dcm": body,
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(part10(data, ExplicitVRLittleEndian,
+                                           str(valid_sro.SOPInstanceUID)))
+    return files
+
+
+def test_a_folder_of_damaged_files_gives_a_record_for_each(tmp_path: Path,
+                                                           valid_sro: Dataset) -> None:
+    """Issue 9 defect 4: one bad file stopped the folder; truncated files were decoded."""
+    names = list(_damaged_files(tmp_path, valid_sro))
+    proc = _run("decode", "--json", "--model", "analytic", str(tmp_path))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    records = _lines(proc.stdout)
+    assert [Path(r["path"]).name for r in records] == names
+    *bad, good = records
+    for rec in bad:
+        assert (rec["decision"], rec["reason_code"]) == ("invalid", "unreadable"), rec["path"]
+        assert rec["reason"]
+    assert good["decision"] == "confident"
+    assert proc.returncode == 1  # some files could not be read at all

@@ -1,4 +1,5 @@
-"""model.sequence_bytes: the Registration Sequence read from its bytes gives what pydicom gives."""
+"""The fast reader (model.dicom_structure.encoded_items): the Registration Sequence read from
+its bytes gives what pydicom gives."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 import model.sro as sro
-from model.errors import SROError
+from model.dicom_structure import NotParsed, encoded_items
+from model.errors import InvalidReason, SROError
 from model.offset import CouchOffset
-from model.sequence_bytes import NotParsed, encoded_items
 from model.sro import read, write
 from model.synth import SynthConfig, generate
 from tests.test_sro import INVALID_CASES
@@ -142,3 +143,46 @@ def test_an_element_without_a_vr_is_not_parsed(valid_sro: Dataset) -> None:
     value[at : at + 2] = b"\x00\x01"
     with pytest.raises(NotParsed):
         encoded_items(bytes(value), implicit_vr=False, little_endian=True, sequences=())
+
+
+SEQUENCE_TAGS = {"MatrixRegistrationSequence": b"\x70\x00\x09\x03",
+                 "MatrixSequence": b"\x70\x00\x0a\x03", "RegistrationSequence": b"\x70\x00\x08\x03"}
+
+
+@pytest.mark.parametrize("vr", [b"OB", b"OW", b"UT", b"UC"])
+@pytest.mark.parametrize("keyword", list(SEQUENCE_TAGS))
+@pytest.mark.parametrize("which", [0, -1], ids=["reference_item", "registered_item"])
+def test_a_sequence_whose_vr_is_not_sq_is_never_read_as_items(
+        valid_sro: Dataset, vr: bytes, keyword: str, which: int) -> None:
+    """Issue 9 defect 2: a nested sequence re-labelled OB/OW/UT/UC (same header size, so the
+    bytes still parse) is not a sequence any more; neither path may decode it."""
+    data = encode(valid_sro, implicit=False, little=True)
+    header = SEQUENCE_TAGS[keyword] + b"SQ"
+    starts = [i for i in range(len(data)) if data.startswith(header, i)]
+    at = starts[which]
+    mutant = data[:at + 4] + vr + data[at + 6:]
+    raw = decode(mutant, implicit=False, little=True)
+    converted = decode(mutant, implicit=False, little=True)
+    _ = converted.get("RegistrationSequence")
+    fast, slow = outcome(raw), outcome(converted)
+    assert fast == slow
+    assert isinstance(fast, tuple), "a damaged structure was decoded"
+    assert fast[0] is InvalidReason.UNREADABLE
+    assert keyword_text(keyword) in fast[1] and vr.decode() in fast[1]
+
+
+def keyword_text(keyword: str) -> str:
+    return {"MatrixRegistrationSequence": "Matrix Registration Sequence",
+            "MatrixSequence": "Matrix Sequence",
+            "RegistrationSequence": "Registration Sequence"}[keyword]
+
+
+def test_a_named_sequence_encoded_as_un_is_handed_to_pydicom(valid_sro: Dataset) -> None:
+    data = encode(valid_sro, implicit=False, little=True)
+    at = data.index(SEQUENCE_TAGS["MatrixSequence"] + b"SQ")
+    mutant = data[:at + 4] + b"UN" + data[at + 6:]
+    elem = decode(mutant, implicit=False, little=True).get_item(REGISTRATION_SEQUENCE)
+    assert isinstance(elem, RawDataElement)
+    with pytest.raises(NotParsed):
+        encoded_items(elem.value, implicit_vr=False, little_endian=True,
+                      sequences=(0x00700309, 0x0070030A))

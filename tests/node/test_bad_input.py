@@ -297,3 +297,106 @@ def test_association_limits(tmp_path: Path, node_factory: Any) -> None:
         time.sleep(0.05)
         ok = echo_ok(port)
     assert ok
+
+
+def _damaged_bodies(ts: str) -> dict[str, bytes]:
+    """Issue 9's damaged structures (defects 2-4 and 8) in transfer syntax ``ts``."""
+    from tests.fuzz.mutants import encode, flags, nested_sequences
+
+    implicit, little, _ = flags(ts)
+    ds = base_sro()
+    body = encode(ds, ts)
+    no_uid = base_sro()
+    del no_uid.SOPInstanceUID
+    out = {
+        "truncated": body[:-300],
+        "deep_600": body + nested_sequences(600, implicit, little),
+        "unclosed_nest": body + nested_sequences(40, implicit, little, closed=False),
+        "no_uid_in_data_set": encode(no_uid, ts),
+        "valid": body,
+    }
+    if not implicit:
+        uid_header = (b"\x08\x00\x18\x00" if little else b"\x00\x08\x00\x18") + b"UI"
+        out["bad_vr_in_uid"] = body.replace(uid_header, uid_header[:4] + b"ZZ", 1)
+        for name, tag in (("matrix_sequence", b"\x70\x00\x0a\x03"),
+                          ("matrix_registration_sequence", b"\x70\x00\x09\x03")):
+            header = (tag if little else tag[1::-1] + tag[:1:-1]) + b"SQ"
+            at = body.rindex(header)
+            for vr in (b"OB", b"UT"):
+                out[f"{name}_as_{vr.decode()}"] = body[:at + 4] + vr + body[at + 6:]
+    return out
+
+
+def test_node_and_decode_agree_on_damaged_structures(tmp_path: Path, node_factory: Any,
+                                                     raw_sending: None) -> None:
+    """Issue 9 defects 2, 3, 4 and 8 over the network in every accepted transfer syntax: the
+    node records what ``decode`` gives for the same bytes (decision and reason code), never
+    decodes a damaged structure, records the request's SOP Instance UID when the data set
+    cannot say it, and keeps serving."""
+    from pydicom.uid import UID
+
+    from model.pipeline import DecodeOptions, decode_files
+    from model.registry import load_decoder
+    from node.service import TRANSFER_SYNTAXES
+    from tests.fuzz.mutants import part10
+
+    settings = make_settings(tmp_path / "data")
+    port = node_factory(settings).address[1]
+    decoder = load_decoder(settings.model.name or None)
+    files: dict[str, tuple[Path, str, str]] = {}
+    for t, ts in enumerate(TRANSFER_SYNTAXES):
+        for name, body in _damaged_bodies(str(ts)).items():
+            uid = f"1.2.826.0.1.3680043.10.1433.9.{t}.{len(files)}"
+            path = tmp_path / f"{UID(ts).name.replace(' ', '_')}-{name}.dcm"
+            path.write_bytes(part10(body, str(ts), uid))
+            files[path.name] = (path, uid, str(ts))
+    ae = AE(ae_title="CONSOLE1")
+    for ts in TRANSFER_SYNTAXES:
+        ae.add_requested_context(SpatialRegistrationStorage, ts)
+    ae.dimse_timeout = 10
+    statuses = {}
+    assoc = ae.associate("127.0.0.1", port, ae_title="SRO_DECODER")
+    assert assoc.is_established
+    try:
+        for key, (path, _, _) in files.items():
+            statuses[key] = assoc.send_c_store(path)
+    finally:
+        assoc.release()
+    rows = export(settings.data_dir)
+    expected = {Path(r.path or "").name: r for r, _ in
+                decode_files([p for p, _, _ in files.values()], decoder, DecodeOptions())}
+    for key, (_, uid, _) in files.items():
+        assert statuses[key], key
+        assert uid in rows, f"{key}: no record under the request's UID"
+        row, rec = rows[uid], expected[key]
+        assert (row["decision"], row["reason_code"]) == (rec.decision.value, rec.reason_code), key
+        assert int(statuses[key].Status) == row["dimse_status"], key
+        if key.endswith("-valid.dcm"):
+            assert row["decision"] != "invalid", key
+            continue
+        assert row["decision"] == "invalid", f"{key}: a damaged structure was decoded"
+        if "no_uid" in key:
+            assert row["reason_code"] == InvalidReason.MISSING_VALUE.value
+        else:
+            assert row["reason_code"] == InvalidReason.UNREADABLE.value, key
+            assert row["dimse_status"] == StoreStatus.CANNOT_UNDERSTAND, key
+    assert echo_ok(port)
+
+
+@pytest.mark.parametrize(("sent", "recorded"), [
+    ("1.2.826.0.1.3680043.10.1433.5", "1.2.826.0.1.3680043.10.1433.5"),
+    ("1.2.3.4.6\r\nBcc: x@y", "INVALID:1.2.3.4.6\\r\\nBcc: x@y"),
+    ("=HYPERLINK(1)\x1b", "INVALID:=HYPERLINK(1)\\x1b"),
+    ("1.02.3", "INVALID:1.02.3"),  # a leading zero is not a UID (PS3.5 section 9.1)
+    ("1." + "2" * 80, "INVALID:1." + "2" * 53 + "…"),
+    (None, None),
+])
+def test_request_uid_recorded_only_valid_or_marked(sent: str | None,
+                                                   recorded: str | None) -> None:
+    """Issue 9 defect 8: the request's UID is sender text; it is recorded as sent only when it
+    is a valid UID, otherwise marked, escaped (no CR/LF) and at most 64 characters."""
+    from node.receipt import recorded_uid
+
+    got = recorded_uid(sent)
+    assert got == recorded
+    assert got is None or (len(got) <= 64 and got.isprintable())
