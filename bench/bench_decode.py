@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pydicom
 
+from model.decoders.registry import load_decoder
 from model.pipeline import DecodeOptions, decode_files, expand_paths
-from model.registry import load_decoder
-from model.synth import SynthConfig, generate, write_set
+from model.training.synth import SynthConfig, generate, write_set
 
 TARGET_FILES_PER_S = 300.0
 
@@ -51,7 +51,7 @@ def main() -> None:
         read_only = timed(lambda: [pydicom.dcmread(p) for p in paths])
         decode = timed(lambda: list(decode_files(paths, decoder, options)))
         # the real command, one call over the folder, less its start-up (a call on one file)
-        cmd = [sys.executable, "-m", "node.cli", "decode", "--json", "--model", args.model]
+        cmd = [sys.executable, "-m", "node.cli.main", "decode", "--json", "--model", args.model]
         one = timed(lambda: subprocess.run([*cmd, str(paths[0])], capture_output=True, check=True))
         full = timed(lambda: subprocess.run([*cmd, str(folder)], capture_output=True, check=True))
     rate = len(paths) / decode

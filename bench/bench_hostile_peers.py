@@ -86,7 +86,7 @@ def echo(echoscu: str, port: int, timeout_s: float = 30.0) -> tuple[bool, float,
 
 def start_node(root: Path, port: int, work: Path, echoscu: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, SRO_DECODER_NODE__HOST="127.0.0.1", PYTHONPATH=str(root))
-    cmd = [sys.executable, "-m", "node.cli", "serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "node.cli.main", "serve", "--port", str(port),
            "--data-dir", str(work / "data"), "--model", "analytic", "--log-level", "WARNING"]
     log = (work / "node.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,

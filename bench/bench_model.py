@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from model.analytic import AnalyticDecoder
-from model.ebm.data import Role, mixture
-from model.ebm.inference import load_energy_decoder
+from model.decoders.analytic import AnalyticDecoder
+from model.decoders.energy.inference import load_energy_decoder
+from model.training.data import Role, mixture
 
 RANGES = (1.0, 3.0, 6.0, 10.0)
 PRECISIONS = ((0.1, 0.1), (0.1, 1.0), (0.5, 0.2), (1.0, 1.0))

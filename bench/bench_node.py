@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Node throughput against a bare pynetdicom SCP, in the same run, with the same SROs.
 
-Pushes ``--n`` synthetic SROs (``model.synth``) with DCMTK ``storescu`` over one association and
+Pushes ``--n`` synthetic SROs (``model.training.synth``) with DCMTK ``storescu`` over one
+association and
 over ``--assocs`` concurrent associations (that many ``storescu`` processes, one share of the
 files each) to:
 
@@ -117,7 +118,7 @@ class Receiver:
             log = data / "node.log"
             with log.open("w") as err:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "node.cli", "serve", "--config", str(config),
+                    [sys.executable, "-m", "node.cli.main", "serve", "--config", str(config),
                      "--data-dir", str(data / "data"), "--port", str(self.port),
                      *(["--model", model] if model else [])],
                     stdin=subprocess.DEVNULL, stderr=err, env=env, text=True)
@@ -163,7 +164,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
-    from model.synth import SynthConfig, generate, write_set
+    from model.training.synth import SynthConfig, generate, write_set
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:

@@ -3,12 +3,12 @@
 
 The sender is DCMTK ``storescu`` with its default network settings (``TCP_NODELAY`` removed from
 its environment, as consoles in the field run it). It pushes the same ``--n`` synthetic SROs
-(``model.synth.generate`` + ``write_set``) to each receiver:
+(``model.training.synth.generate`` + ``write_set``) to each receiver:
 
 - ``node``: this project's node, ``sro-decoder serve --port N --data-dir DIR`` (decode, archive
   fsync and audit commit included), a fresh data folder per scenario;
 - ``bare``: a pynetdicom SCP that only acknowledges, on pynetdicom's own transport (the baseline);
-- ``bare-prompt``: the same SCP on ``node.transport`` (prompt acknowledgement), for reference;
+- ``bare-prompt``: the same SCP on ``node.dimse.transport`` (prompt acknowledgement), for reference;
 - ``storescp``: DCMTK ``storescp --fork``, writing files to its own folder;
 - ``orthanc``: Orthanc (Debian package), a generated JSON config with its own storage folder,
   no plugins, loopback ports.
@@ -251,10 +251,10 @@ NODE_ARGS: list[str] = []
 
 
 def start_node(tools: Tools, port: int, work: Path) -> subprocess.Popen[bytes]:
-    if importlib.util.find_spec("node.commands.serve") is None:
-        raise Unavailable("node/commands/serve.py does not exist yet (issue 4 in progress)")
+    if importlib.util.find_spec("node.cli.serve") is None:
+        raise Unavailable("node/cli/serve.py does not exist yet (issue 4 in progress)")
     env = dict(os.environ, SRO_DECODER_NODE__HOST="127.0.0.1")
-    cmd = [sys.executable, "-m", "node.cli", "serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "node.cli.main", "serve", "--port", str(port),
            "--data-dir", str(work / "data"), *NODE_ARGS]
     log = work / "receiver.log"
     proc = spawn(cmd, log, env=env, cwd=ROOT)
@@ -344,9 +344,9 @@ def stored_count(name: str, proc: subprocess.Popen[bytes], work: Path) -> str:
 
 
 def node_audit_count(work: Path) -> str:
-    if importlib.util.find_spec("node.commands.audit") is None:
+    if importlib.util.find_spec("node.cli.audit") is None:
         return ""
-    cmd = [sys.executable, "-m", "node.cli", "audit", "--data-dir", str(work / "data"),
+    cmd = [sys.executable, "-m", "node.cli.main", "audit", "--data-dir", str(work / "data"),
            "export", "--format", "jsonl"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if out.returncode != 0:
@@ -449,7 +449,7 @@ def bare_scp(port: int, prompt_ack: bool) -> int:
         Verification,
     )
 
-    from node.transport import start_server
+    from node.dimse.transport import start_server
 
     logging.basicConfig(level=logging.WARNING)
     ae = AE(ae_title="BARE")
@@ -470,7 +470,7 @@ def bare_scp(port: int, prompt_ack: bool) -> int:
 
 @contextlib.contextmanager
 def synthetic_files(n: int, seed: int, keep: Path | None) -> Iterator[list[Path]]:
-    from model.synth import SynthConfig, generate, write_set
+    from model.training.synth import SynthConfig, generate, write_set
 
     with tempfile.TemporaryDirectory(prefix="bench-sro-") as tmp:
         out = keep or Path(tmp)
@@ -551,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"orthanc: {first_line([orthanc, '--version']) if orthanc else 'absent'}")
     print(f"node: sro-decoder serve {' '.join(NODE_ARGS) or '(shipped defaults)'}")
     print(f"network: {'private namespace (unshare -n), loopback' if in_netns else 'host loopback'}")
-    print(f"{args.n} SROs (model.synth, seed {args.seed}); scenarios: 1 and {args.assocs} "
+    print(f"{args.n} SROs (model.training.synth, seed {args.seed}); scenarios: 1 and {args.assocs} "
           f"associations; receivers: {', '.join(names)}")
 
     results: list[Result] = []

@@ -1,6 +1,6 @@
 """Byte-level mutants of valid SROs through the raw-bytes paths (issue 9 acceptance figures).
 
-Valid synthetic SROs (model.synth, model.sro.write; half with undefined-length nested
+Valid synthetic SROs (model.training.synth, model.dicom.sro.write; half with undefined-length nested
 sequences) in every transfer syntax the node accepts (Explicit and Implicit VR Little Endian,
 Deflated Explicit VR Little Endian, Explicit VR Big Endian) are mutated (bytes flipped, cut
 short, VRs and lengths changed, undefined-length sequences nested deeply, items inserted, the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fuzz.mutants
 
-from model.registry import load_decoder
+from model.decoders.registry import load_decoder
 from tests.fuzz.mutants import (
     TRANSFER_SYNTAXES,
     base_datasets,

@@ -32,10 +32,10 @@ from model.decision import (
     no_offset_record,
 )
 from model.decoder import Decoder
-from model.dicom_structure import StructureError, check_structure
+from model.dicom.sro import SpatialRegistration, read, sop_instance_uid_of
+from model.dicom.structure import StructureError, check_structure
 from model.errors import InvalidReason, SROError
 from model.offset import DEFAULT_PROFILE, CouchOffset, OffsetProfile
-from model.sro import SpatialRegistration, read, sop_instance_uid_of
 
 #: reason code when the decoder itself failed on an object (not a check of SPEC section 1)
 DECODE_ERROR = "decode_error"
@@ -180,7 +180,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 def structure_problem(data: bytes, transfer_syntax: str) -> str | None:
     """Why the encoded data set ``data`` (the bytes after any File Meta Information, deflated
     for the deflated transfer syntax) cannot be read, or ``None`` when its structure is whole
-    (:func:`model.dicom_structure.check_structure`). The node checks what it receives with
+    (:func:`model.dicom.structure.check_structure`). The node checks what it receives with
     this, ``decode`` what it reads from a file: the same bytes get the same answer."""
     try:
         ts = UID(transfer_syntax)

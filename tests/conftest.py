@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
+from model.dicom.sro import write
 from model.geometry import forward
 from model.offset import CouchOffset
-from model.sro import write
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from model.analytic import AnalyticDecoder, log_rounding_cell
 from model.batch import InputBatch
 from model.decision import DecisionKind, DecisionPolicy, DecodeRecord, credible_sets, decide
+from model.decoders.analytic import AnalyticDecoder, log_rounding_cell
 from model.geometry import displacement_bound_mm, forward, implied_offsets, wrap_degrees
 from model.offset import Precision
-from model.synth import Corruption, SynthConfig, SynthSet, generate
+from model.training.synth import Corruption, SynthConfig, SynthSet, generate
 
 DECODER = AnalyticDecoder()
 

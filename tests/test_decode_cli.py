@@ -13,12 +13,12 @@ import pytest
 from pydicom.dataset import Dataset
 
 from model.conventions import Convention, PatientPosition, RotationOrder
+from model.dicom.sro import write
 from model.geometry import forward
 from model.offset import CouchOffset
-from model.sro import write
-from model.synth import SynthConfig, generate, write_set
+from model.training.synth import SynthConfig, generate, write_set
 
-CLI = [sys.executable, "-m", "node.cli"]
+CLI = [sys.executable, "-m", "node.cli.main"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""model.dicom_structure: the one walker of encoded data sets (PS3.5 sections 7.1, 7.5)."""
+"""model.dicom.structure: the one walker of encoded data sets (PS3.5 sections 7.1, 7.5)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 from pydicom.dataset import Dataset
 
-from model.dicom_structure import (
+from model.dicom.structure import (
     MAX_DEPTH,
     NotParsed,
     StructureError,

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.ebm.data import load_set_folder
-from model.ebm.evaluation import expected_calibration_error
 from model.offset import Precision
-from model.synth import SynthConfig, generate, write_set
-from node.cli import main
+from model.training.data import load_set_folder
+from model.training.evaluation import expected_calibration_error
+from model.training.synth import SynthConfig, generate, write_set
+from node.cli.main import main
 
 
 def test_evaluate_generated_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

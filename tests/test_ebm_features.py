@@ -8,7 +8,7 @@ import torch
 
 from model.batch import InputBatch
 from model.conventions import HYPOTHESES
-from model.ebm.features import (
+from model.decoders.energy.features import (
     N_FEATURES,
     context_from_batch,
     hypothesis_features,
@@ -16,7 +16,7 @@ from model.ebm.features import (
 )
 from model.geometry import forward, implied_offsets
 from model.offset import Precision
-from model.synth import SynthConfig, generate
+from model.training.synth import SynthConfig, generate
 
 
 def _batch_from_truth(t: np.ndarray, r: np.ndarray, c: np.ndarray | None, h: int,

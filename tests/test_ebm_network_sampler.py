@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.ebm.features import N_FEATURES, Context
-from model.ebm.network import EnergyNet, input_energy, log_posterior
-from model.ebm.sampler import LangevinSampler, SamplerConfig
+from model.decoders.energy.features import N_FEATURES, Context
+from model.decoders.energy.network import EnergyNet, input_energy, log_posterior
+from model.training.sampler import LangevinSampler, SamplerConfig
 
 
 def test_energy_sign_conventions() -> None:

@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from model.analytic import AnalyticDecoder
 from model.conventions import HYPOTHESIS_INDEX
 from model.decision import DecisionPolicy, decide
-from model.ebm.data import Role, mixture
-from model.ebm.features import context_from_batch
-from model.ebm.features import hypothesis_features as torch_features
-from model.ebm.inference import TIE_RESOLUTION, EnergyDecoder, energies, load_energy_decoder
-from model.ebm.numpy_energy import hypothesis_features as numpy_features
-from model.synth import SynthSet
+from model.decoders.analytic import AnalyticDecoder
+from model.decoders.energy.features import context_from_batch
+from model.decoders.energy.features import hypothesis_features as torch_features
+from model.decoders.energy.inference import (
+    TIE_RESOLUTION,
+    EnergyDecoder,
+    energies,
+    load_energy_decoder,
+)
+from model.decoders.energy.numpy_energy import hypothesis_features as numpy_features
+from model.training.data import Role, mixture
+from model.training.synth import SynthSet
 
 RANGES = (1.0, 3.0, 10.0)
 PRECISIONS = ((0.1, 0.1), (0.1, 1.0), (0.25, 0.5), (1.0, 1.0), (0.5, 0.2))

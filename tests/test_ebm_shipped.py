@@ -9,15 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.analytic import AnalyticDecoder
 from model.decision import DecisionKind, DecisionPolicy, decide
-from model.ebm.baseline import BASELINE_NAME
-from model.ebm.card import ModelCard
-from model.ebm.data import Role, mixture
-from model.ebm.evaluation import evaluate_decoder, unexplained_mask
-from model.ebm.inference import CARD_NAME, load_energy_decoder, sha256_of, shipped_weights_path
+from model.decoders.analytic import AnalyticDecoder
+from model.decoders.energy.card import ModelCard
+from model.decoders.energy.inference import (
+    CARD_NAME,
+    load_energy_decoder,
+    sha256_of,
+    shipped_weights_path,
+)
+from model.decoders.registry import DEFAULT_MODEL, load_decoder
 from model.pipeline import DecodeOptions, decode_dataset
-from model.registry import DEFAULT_MODEL, load_decoder
+from model.training.baseline import BASELINE_NAME
+from model.training.data import Role, mixture
+from model.training.evaluation import evaluate_decoder, unexplained_mask
 
 WEIGHTS = shipped_weights_path()
 CARD = WEIGHTS.parent / CARD_NAME
@@ -101,7 +106,7 @@ def test_record_through_the_pipeline_names_the_model(valid_sro, decoder) -> None
 def test_conventions_that_explain_the_data_equally_tie_exactly(decoder) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from model.ebm.features import context_from_batch, hypothesis_features
+    from model.decoders.energy.features import context_from_batch, hypothesis_features
 
     data = mixture(200, 717171, Role.EVALUATION, (3.0,), ((1.0, 1.0),))
     feats = hypothesis_features(*context_from_batch(data.batch))
@@ -117,7 +122,7 @@ def test_conventions_that_explain_the_data_equally_tie_exactly(decoder) -> None:
 
 
 def test_a_file_that_is_not_energy_weights_is_a_usage_error(tmp_path: Path) -> None:
-    from model.registry import UnknownModelError
+    from model.decoders.registry import UnknownModelError
 
     bogus = tmp_path / "weights.pt"
     bogus.write_bytes(b"not torch")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.ebm.card import ModelCard
-from model.ebm.data import Role, mixture
-from model.ebm.inference import load_energy_decoder, sha256_of
-from model.ebm.sampler import SamplerConfig
-from model.ebm.training import (
+from model.decoders.energy.card import ModelCard
+from model.decoders.energy.inference import load_energy_decoder, sha256_of
+from model.training.data import Role, mixture
+from model.training.sampler import SamplerConfig
+from model.training.trainer import (
     CalibrationConfig,
     DataConfig,
     OptimiserConfig,
@@ -24,8 +24,8 @@ from model.ebm.training import (
     fit,
     load_training_config,
 )
-from node.cli import main
-from node.commands.train import default_config_path
+from node.cli.main import main
+from node.cli.train import default_config_path
 
 TINY = TrainingConfig(
     seed=3,

@@ -1,4 +1,4 @@
-"""The fast reader (model.dicom_structure.encoded_items): the Registration Sequence read from
+"""The fast reader (model.dicom.structure.encoded_items): the Registration Sequence read from
 its bytes gives what pydicom gives."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-import model.sro as sro
-from model.dicom_structure import NotParsed, encoded_items
+import model.dicom.sro as sro
+from model.dicom.sro import read, write
+from model.dicom.structure import NotParsed, encoded_items
 from model.errors import InvalidReason, SROError
 from model.offset import CouchOffset
-from model.sro import read, write
-from model.synth import SynthConfig, generate
+from model.training.synth import SynthConfig, generate
 from tests.test_sro import INVALID_CASES
 
 REGISTRATION_SEQUENCE = 0x00700308

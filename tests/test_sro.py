@@ -13,10 +13,10 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from model.dicom.sro import SPATIAL_REGISTRATION_STORAGE, read, write
 from model.errors import InvalidReason, SROError
 from model.geometry import forward
 from model.offset import CouchOffset
-from model.sro import SPATIAL_REGISTRATION_STORAGE, read, write
 
 
 def _matrix_item(ds: Dataset, item: int = 1) -> Dataset:

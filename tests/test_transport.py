@@ -1,4 +1,4 @@
-"""node.transport: prompt acknowledgement on the association server's connections.
+"""node.dimse.transport: prompt acknowledgement on the association server's connections.
 
 Servers run in-process on 127.0.0.1, port 0; the sender is DCMTK ``storescu`` with its defaults
 (no ``TCP_NODELAY`` in its environment) or a pynetdicom client.
@@ -22,9 +22,9 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import SpatialRegistrationStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from model.synth import SynthConfig, generate, write_set
-from node import transport
-from node.transport import PromptAckSocket, start_server
+from model.training.synth import SynthConfig, generate, write_set
+from node.dimse import transport
+from node.dimse.transport import PromptAckSocket, start_server
 
 SUCCESS = 0x0000
 LINUX_QUICKACK = hasattr(socket, "TCP_QUICKACK")
@@ -260,7 +260,7 @@ def test_poll_interval_without_a_run_loop_delay_logs_once(
         assoc = Assoc()
 
     budget = transport.PollBudget(0.0002)
-    with caplog.at_level(logging.WARNING, logger="node.transport"):
+    with caplog.at_level(logging.WARNING, logger="node.dimse.transport"):
         budget.on_open(Ev())
         budget.on_open(Ev())
     assert [r.message for r in caplog.records].count(
@@ -272,7 +272,7 @@ def test_serve_binds_no_standard_event_logging(ae: AE, monkeypatch: pytest.Monke
     below the WARNING level the node keeps for pynetdicom anyway)."""
     from pynetdicom import _config
 
-    from node.service import quiet_pynetdicom_event_logs
+    from node.dimse.service import quiet_pynetdicom_event_logs
 
     bound: list[int] = []
 

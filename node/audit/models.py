@@ -1,4 +1,4 @@
-"""The audit schema (SQLAlchemy 2.0 declarative; Alembic migrations in ``node/migrations``).
+"""The audit schema (SQLAlchemy 2.0 declarative; Alembic migrations in ``node/audit/migrations``).
 
 One row per received object; one decision record per first receipt of a SOP Instance UID (the
 SPEC section 5 record as JSON plus columns to query by); acknowledgements are rows added, never

@@ -32,7 +32,7 @@ from node.audit.models import (
     utcnow,
 )
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def open_database(url: str, *, migrate_schema: bool = True, sqlite_synchronous: str = "FULL"

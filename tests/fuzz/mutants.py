@@ -26,9 +26,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from model.dicom.sro import SPATIAL_REGISTRATION_STORAGE, write
 from model.offset import CouchOffset
-from model.sro import SPATIAL_REGISTRATION_STORAGE, write
-from model.synth import SynthConfig, generate
+from model.training.synth import SynthConfig, generate
 
 #: the transfer syntaxes the node accepts (node/service.py), Explicit VR Little Endian first
 TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian,
@@ -80,7 +80,8 @@ def part10(body: bytes, ts: str, sop_instance_uid: str = "1.2.3.4") -> bytes:
 
 
 def base_datasets(n: int = 6, seed: int = 11) -> list[Dataset]:
-    """Valid synthetic SROs (model.synth + model.sro.write); every other one with undefined
+    """Valid synthetic SROs (model.training.synth + model.dicom.sro.write); every other one with
+    undefined
     lengths in its nested sequences and items (PS3.5 section 7.5.2)."""
     data = generate(SynthConfig(n=n, seed=seed, isocenter_fraction=0.5, corrupt_fraction=0.3))
     b = data.batch
@@ -375,8 +376,8 @@ class Outcome:
 
 
 def _read_outcome(ds: Dataset) -> tuple[object, ...]:
+    from model.dicom.sro import read
     from model.errors import SROError
-    from model.sro import read
 
     try:
         reg = read(ds)
@@ -395,7 +396,7 @@ def examine(m: Mutant, ts: str, decoder: object) -> Outcome:
 
     import pydicom
 
-    from model.dicom_structure import StructureError, check_structure
+    from model.dicom.structure import StructureError, check_structure
     from model.pipeline import DecodeOptions, decode_datasets, read_bytes
 
     start = time.perf_counter()

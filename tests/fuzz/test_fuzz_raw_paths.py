@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.decoder import Decoder
-from model.dicom_structure import NotParsed, StructureError, check_structure, encoded_items
+from model.decoders.registry import load_decoder
+from model.dicom.structure import NotParsed, StructureError, check_structure, encoded_items
 from model.pipeline import DecodeOptions, decode_datasets, read_bytes
-from model.registry import load_decoder
 from tests.fuzz.mutants import (
     MUTATORS,
     TRANSFER_SYNTAXES,

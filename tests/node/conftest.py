@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from model.synth import SynthConfig, generate, write_set
-from node.service import Node
+from model.training.synth import SynthConfig, generate, write_set
+from node.dimse.service import Node
 from node.settings import Settings, load_settings
 
 DCMTK_DIRS = "/usr/bin:/usr/local/bin"
@@ -155,7 +155,7 @@ def storescu_results(output: str) -> list[tuple[str, str]]:
 
 def cli(*args: str) -> tuple[int, str]:
     """Run ``sro-decoder`` in-process; return its exit status and standard output."""
-    from node.cli import main
+    from node.cli.main import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

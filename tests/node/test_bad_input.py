@@ -20,11 +20,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from model.dicom.sro import write
+from model.dicom.statuses import StoreStatus
 from model.errors import InvalidReason
 from model.offset import CouchOffset
-from model.sro import write
 from node.settings import Settings
-from node.statuses import StoreStatus
 from tests.node.conftest import echo_ok, echoscu, export, make_settings, needs_dcmtk, storescu
 
 Mutation = Callable[[Dataset], None]
@@ -335,9 +335,9 @@ def test_node_and_decode_agree_on_damaged_structures(tmp_path: Path, node_factor
     cannot say it, and keeps serving."""
     from pydicom.uid import UID
 
+    from model.decoders.registry import load_decoder
     from model.pipeline import DecodeOptions, decode_files
-    from model.registry import load_decoder
-    from node.service import TRANSFER_SYNTAXES
+    from node.dimse.service import TRANSFER_SYNTAXES
     from tests.fuzz.mutants import part10
 
     settings = make_settings(tmp_path / "data")
@@ -395,7 +395,7 @@ def test_request_uid_recorded_only_valid_or_marked(sent: str | None,
                                                    recorded: str | None) -> None:
     """Issue 9 defect 8: the request's UID is sender text; it is recorded as sent only when it
     is a valid UID, otherwise marked, escaped (no CR/LF) and at most 64 characters."""
-    from node.receipt import recorded_uid
+    from node.ingest.receipt import recorded_uid
 
     got = recorded_uid(sent)
     assert got == recorded

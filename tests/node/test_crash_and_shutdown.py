@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from model.synth import SynthConfig, generate, write_set
+from model.training.synth import SynthConfig, generate, write_set
 from tests.node.conftest import (
     STORESCU,
     export,
@@ -48,7 +48,7 @@ class ServeProcess:
         config.write_text(CONFIG)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SRO_DECODER_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "serve", "--config", str(config),
+            [sys.executable, "-m", "node.cli.main", "serve", "--config", str(config),
              "--data-dir", str(data_dir)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )

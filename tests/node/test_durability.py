@@ -16,13 +16,13 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from model.decision import DecisionKind
-from model.registry import load_decoder
-from model.synth import SynthConfig, generate, write_set
-from node.archive import Archive, Placement, valid_uid
+from model.decoders.registry import load_decoder
+from model.dicom.statuses import StoreStatus
+from model.training.synth import SynthConfig, generate, write_set
 from node.audit.models import DecisionRecord, ReceivedObject, utcnow
 from node.audit.store import Receipt, open_database
 from node.audit.writer import GroupCommitWriter
-from node.statuses import StoreStatus
+from node.ingest.archive import Archive, Placement, valid_uid
 from tests.node.conftest import export, make_settings, sro_files
 
 
@@ -231,7 +231,7 @@ def test_reconciliation_uses_the_senders_profile(tmp_path: Path, node_factory: A
     archive = Archive(data / "archive")
     from pynetdicom.dsutils import encode
 
-    from node.file_meta import FileMeta
+    from model.dicom.file_meta import FileMeta
 
     for f in sro_files(out):
         ds = pydicom.dcmread(f)

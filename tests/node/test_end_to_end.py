@@ -29,7 +29,7 @@ from tests.node.conftest import (
 def decode_cli(folder: Path, *model: str) -> dict[str, dict[str, Any]]:
     """What ``sro-decoder decode --json`` (a separate process) says about each file."""
     proc = subprocess.run(
-        [sys.executable, "-m", "node.cli", "decode", "--json", *model, str(folder)],
+        [sys.executable, "-m", "node.cli.main", "decode", "--json", *model, str(folder)],
         capture_output=True, text=True, timeout=120, check=True,
     )
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -139,7 +139,7 @@ def test_sro_without_offset_is_recorded_not_flagged(
 ) -> None:
     import numpy as np
 
-    from model.sro import write
+    from model.dicom.sro import write
 
     sink, smtp_port = smtp
     node = node_factory(make_settings(tmp_path / "data", smtp_port))

@@ -1,4 +1,5 @@
-"""The archived file's File Meta Information (PS3.10 section 7.1), encoded by node.file_meta."""
+"""The archived file's File Meta Information (PS3.10 section 7.1), encoded by
+model.dicom.file_meta."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode, encode_file_meta
 
-from node.file_meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, FileMeta
+from model.dicom.file_meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, FileMeta
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])

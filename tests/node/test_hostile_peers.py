@@ -32,7 +32,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import SpatialRegistrationStorage, Verification  # type: ignore[attr-defined]
 
-from node.statuses import StoreStatus
+from model.dicom.statuses import StoreStatus
 from tests.node.conftest import echo_ok, echoscu, export, make_settings, needs_dcmtk
 from tests.node.test_bad_input import base_sro
 

@@ -18,7 +18,7 @@ def test_shipped_defaults() -> None:
     s = load_settings(env={})
     assert s.node.ae_title == "SRO_DECODER"
     assert s.node.port == 11112
-    assert s.model.name == ""  # the shipped model (model.registry.DEFAULT_MODEL)
+    assert s.model.name == ""  # the shipped model (model.decoders.registry.DEFAULT_MODEL)
     assert s.policy == DecisionPolicy(1.0, 100.0)
     assert s.database_url == f"sqlite:///{s.data_dir / 'audit.db'}"
     assert s.profile_for("ANYONE").name == "default"

@@ -1,0 +1,442 @@
+"""Reading and writing Spatial Registration Storage instances (PS3.3 A.39, C.20.2; SPEC section 1).
+
+:func:`read` checks every assumption of SPEC section 1 and turns a dataset into one frozen
+:class:`SpatialRegistration` in one step, or raises :class:`SROError` naming the failed check.
+:func:`write` builds a complete instance with the couch offset in the private block.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from model.conventions import FloatArray
+from model.dicom.structure import EncodedItem, NotParsed, encoded_items
+from model.errors import InvalidReason, SROError
+from model.geometry import rotation_block_error
+from model.offset import DEFAULT_PRIVATE_CREATOR, DEFAULT_PROFILE, CouchOffset, OffsetProfile
+
+SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
+ORTHONORMAL_TOLERANCE = 1e-4
+BOTTOM_ROW_TOLERANCE = 1e-6
+#: Implementation Class UID (0002,0012) and Version Name (0002,0013) of files this product writes
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1433.1"
+IMPLEMENTATION_VERSION_NAME = "SRO_DECODER_01"
+UID_PREFIX = "1.2.826.0.1.3680043.10.1433."
+
+Matrix4 = tuple[tuple[float, float, float, float], ...]
+_IDENTITY = np.eye(4)
+
+
+@dataclass(frozen=True, slots=True)
+class SpatialRegistration:
+    """What the decoder needs of one SRO: identity, the effective matrix and the couch offset."""
+
+    sop_instance_uid: str
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    frame_of_reference_uid: str
+    registered_frame_of_reference_uid: str
+    effective_matrix: Matrix4  # M = inv(A_ref) · A_reg, row-major, mm
+    offset: CouchOffset | None
+    patient_id: str | None
+    patient_name: str | None
+    orthonormality_error: float
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def matrix(self) -> FloatArray:
+        return np.array(self.effective_matrix, dtype=np.float64)
+
+
+# Attributes read on the receipt path, by tag (a keyword lookup costs a dictionary search more).
+_SOP_CLASS_UID = Tag(0x0008, 0x0016)
+_SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
+_STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
+_SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
+_FRAME_OF_REFERENCE_UID = Tag(0x0020, 0x0052)
+_PATIENT_NAME = Tag(0x0010, 0x0010)
+_PATIENT_ID = Tag(0x0010, 0x0020)
+_REGISTRATION_SEQUENCE = Tag(0x0070, 0x0308)
+_MATRIX_REGISTRATION_SEQUENCE = Tag(0x0070, 0x0309)
+_MATRIX_SEQUENCE = Tag(0x0070, 0x030A)
+_MATRIX_TYPE = Tag(0x0070, 0x030C)
+_MATRIX = Tag(0x3006, 0x00C6)
+
+
+def _value(ds: Dataset | EncodedItem, tag: BaseTag) -> object:
+    """The value of ``tag`` in ``ds`` (``None`` when absent)."""
+    elem = ds.get(tag)
+    return None if elem is None else elem.value
+
+
+def _text(ds: Dataset, tag: BaseTag) -> str | None:
+    value = _value(ds, tag)
+    return None if value is None or value == "" else str(value)
+
+
+def _ascii(ds: Dataset | EncodedItem, tag: BaseTag) -> str | None:
+    """A UI or CS value (default repertoire, PS3.5 section 6.1.2), read from the raw bytes:
+    trailing NUL or space padding removed; ``None`` when absent or empty."""
+    elem = ds.get_item(tag)
+    value = None if elem is None else elem.value
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("ascii", errors="replace").strip("\0 ")
+    else:  # a data set built in memory
+        text = str(value).strip("\0 ")
+    return text or None
+
+
+def _require_ascii(ds: Dataset | EncodedItem, tag: BaseTag, where: str) -> str:
+    text = _ascii(ds, tag)
+    if text is None:
+        raise SROError(InvalidReason.MISSING_VALUE,
+                       f"{keyword_for_tag(tag)} is missing or empty in {where}")
+    return text
+
+
+def _require(ds: Dataset | EncodedItem, tag: BaseTag, where: str) -> object:
+    value = _value(ds, tag)
+    if value is None or value == "" or (isinstance(value, DicomSequence | list)
+                                        and len(value) == 0):
+        raise SROError(InvalidReason.MISSING_VALUE,
+                       f"{keyword_for_tag(tag)} is missing or empty in {where}")
+    return value
+
+
+_SEQUENCE_NAMES = {
+    _REGISTRATION_SEQUENCE: "Registration Sequence (0070,0308)",
+    _MATRIX_REGISTRATION_SEQUENCE: "Matrix Registration Sequence (0070,0309)",
+    _MATRIX_SEQUENCE: "Matrix Sequence (0070,030A)",
+}
+
+
+def _require_sequence(ds: Dataset | EncodedItem, tag: BaseTag,
+                      where: str) -> Sequence[Dataset | EncodedItem]:
+    """The items of a sequence SPEC section 1 reads; an element there that is not a sequence
+    (its VR changed from SQ, PS3.5 section 7.5) means the data set cannot be understood."""
+    value = _require(ds, tag, where)
+    if not isinstance(value, DicomSequence | list):
+        elem = ds.get(tag)
+        vr = getattr(elem, "VR", None) or "not SQ"
+        raise SROError(InvalidReason.UNREADABLE,
+                       f"{_SEQUENCE_NAMES[tag]} in {where} is encoded as {vr}, not as a "
+                       "sequence (SQ)")
+    return value
+
+
+def _matrix_values(item: Dataset | EncodedItem, label: str) -> list[float]:
+    """Frame of Reference Transformation Matrix (3006,00C6), DS, VM 16 (PS3.3 C.20.2.1.1).
+
+    A DS value is ASCII decimal text padded with spaces, values separated by backslashes
+    (PS3.5 section 6.2); the raw bytes are parsed directly, not through pydicom's DS objects.
+    """
+    elem = item.get_item(_MATRIX)
+    raw = None if elem is None else elem.value
+    if isinstance(raw, bytes | bytearray):
+        text = bytes(raw).strip(b" \0")
+        if not text:
+            raw = None
+        else:
+            parts: list[object] = list(text.split(b"\\"))
+    if raw is None or raw == "" or (isinstance(raw, Sequence) and len(raw) == 0):
+        raise SROError(InvalidReason.MISSING_VALUE,
+                       f"FrameOfReferenceTransformationMatrix is missing or empty in {label}")
+    if not isinstance(raw, bytes | bytearray):
+        parts = list(raw) if isinstance(raw, Sequence | np.ndarray) and not isinstance(
+            raw, str) else [raw]
+    if len(parts) != 16:
+        raise SROError(
+            InvalidReason.MATRIX_NOT_16_VALUES,
+            f"{label}: Frame of Reference Transformation Matrix has {len(parts)} values, not 16",
+        )
+    try:
+        floats = [float(v) for v in parts]  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise SROError(
+            InvalidReason.MATRIX_NOT_FINITE, f"{label}: a matrix value is not a number"
+        ) from exc
+    if not all(math.isfinite(v) for v in floats):
+        raise SROError(InvalidReason.MATRIX_NOT_FINITE, f"{label}: the matrix has NaN or infinity")
+    return floats
+
+
+def _registration_items(ds: Dataset) -> Sequence[Dataset | EncodedItem]:
+    """Registration Sequence (0070,0308) items: read from the encoded bytes when the element
+    is still raw (:func:`model.dicom.structure.encoded_items`), through pydicom otherwise."""
+    elem = ds.get_item(_REGISTRATION_SEQUENCE)
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) and elem.VR in (
+        None, "SQ"
+    ):
+        try:
+            items = encoded_items(
+                elem.value, implicit_vr=elem.is_implicit_VR,
+                little_endian=elem.is_little_endian,
+                sequences=(_MATRIX_REGISTRATION_SEQUENCE, _MATRIX_SEQUENCE),
+            )
+        except NotParsed:
+            pass  # pydicom reads it, and says what is wrong if anything is
+        else:
+            if items:
+                return items
+    return _require_sequence(ds, _REGISTRATION_SEQUENCE, "the dataset")
+
+
+def _item_matrix(item: Dataset | EncodedItem, index: int) -> FloatArray:
+    """The composed matrix of one Registration Sequence item (PS3.3 C.20.2.1.1)."""
+    where = f"Registration Sequence item {index + 1}"
+    mrs = _require_sequence(item, _MATRIX_REGISTRATION_SEQUENCE, where)
+    out: FloatArray | None = None
+    for mr in mrs:
+        matrices = _require_sequence(mr, _MATRIX_SEQUENCE,
+                                     f"{where} Matrix Registration Sequence")
+        for m_index, m_item in enumerate(matrices):
+            label = f"{where} Matrix Sequence item {m_index + 1}"
+            mtype = _require_ascii(m_item, _MATRIX_TYPE, label)
+            if mtype.strip() != "RIGID":
+                raise SROError(
+                    InvalidReason.MATRIX_TYPE_NOT_RIGID,
+                    f"{label}: Frame of Reference Transformation Matrix Type is {mtype!r}, "
+                    "only RIGID is decoded",
+                )
+            matrix = np.array(_matrix_values(m_item, label)).reshape(4, 4)
+            _check_rigid(matrix, label)
+            out = matrix if out is None else matrix @ out  # items apply in sequence order
+    return np.eye(4) if out is None else out
+
+
+def _check_rigid(matrix: np.ndarray, label: str) -> float:
+    bottom = matrix[3]
+    if np.abs(bottom - np.array([0.0, 0.0, 0.0, 1.0])).max() > BOTTOM_ROW_TOLERANCE:
+        raise SROError(
+            InvalidReason.BOTTOM_ROW_INVALID,
+            f"{label}: bottom row is {bottom.tolist()}, not (0, 0, 0, 1)",
+        )
+    err, det = rotation_block_error(matrix)
+    if float(err) > ORTHONORMAL_TOLERANCE:
+        raise SROError(
+            InvalidReason.ROTATION_NOT_ORTHONORMAL,
+            f"{label}: rotation block is not orthonormal (max |RᵀR − I| = {float(err):.3g} "
+            f"> {ORTHONORMAL_TOLERANCE:g})",
+        )
+    if float(det) <= 0:
+        raise SROError(
+            InvalidReason.ROTATION_NOT_PROPER,
+            f"{label}: rotation block has determinant {float(det):.6g} ≤ 0 (a reflection)",
+        )
+    return float(err)
+
+
+def sop_instance_uid_of(ds: Dataset) -> str | None:
+    """The data set's SOP Instance UID (0008,0018) as text, read from its raw bytes; ``None``
+    when absent, empty or unreadable. Never raises: records of data sets that fail every other
+    check still name the object."""
+    try:
+        return _ascii(ds, _SOP_INSTANCE_UID)
+    except Exception:
+        return None
+
+
+def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:
+    """Check ``ds`` against SPEC section 1; return the typed result or raise :class:`SROError`."""
+    sop_class = _ascii(ds, _SOP_CLASS_UID) or ""
+    if sop_class != SPATIAL_REGISTRATION_STORAGE:
+        raise SROError(
+            InvalidReason.NOT_SPATIAL_REGISTRATION,
+            f"SOP Class UID is {sop_class or 'absent'!r}, not Spatial Registration Storage "
+            f"({SPATIAL_REGISTRATION_STORAGE})",
+        )
+    sop_uid = _require_ascii(ds, _SOP_INSTANCE_UID, "the dataset")
+    own_frame = _require_ascii(ds, _FRAME_OF_REFERENCE_UID, "the dataset")
+    items = _registration_items(ds)
+
+    reference: list[FloatArray] = []
+    registered: list[tuple[str, FloatArray]] = []
+    for index, item in enumerate(items):
+        frame = _require_ascii(
+            item, _FRAME_OF_REFERENCE_UID, f"Registration Sequence item {index + 1}"
+        )
+        matrix = _item_matrix(item, index)
+        if frame == own_frame:
+            reference.append(matrix)
+        else:
+            registered.append((frame, matrix))
+    if not registered:
+        raise SROError(
+            InvalidReason.NO_REGISTERED_ITEM,
+            "no Registration Sequence item has a Frame of Reference UID other than the SRO's own",
+        )
+    if len(registered) > 1:
+        raise SROError(
+            InvalidReason.MULTIPLE_REGISTERED_ITEMS,
+            f"{len(registered)} registered items; exactly one is expected",
+        )
+    if len(reference) > 1:
+        raise SROError(
+            InvalidReason.MULTIPLE_REFERENCE_ITEMS,
+            f"{len(reference)} items carry the SRO's own Frame of Reference UID; at most one is "
+            "expected",
+        )
+    frame, a_reg = registered[0]
+    if reference and not np.array_equal(reference[0], _IDENTITY):
+        effective = np.linalg.solve(reference[0], a_reg)
+        effective[3] = (0.0, 0.0, 0.0, 1.0)
+        err = _check_rigid(effective, "effective matrix inv(A_ref)·A_reg")
+    else:  # A_ref = I (the usual reference item, or none): M = A_reg, checked above
+        effective = a_reg
+        err = float(rotation_block_error(effective)[0])
+
+    warnings: list[str] = []
+    if not reference:
+        warnings.append("no reference item: A_ref taken as identity")
+    offset = profile.extract(ds)
+    return SpatialRegistration(
+        sop_instance_uid=sop_uid,
+        study_instance_uid=_ascii(ds, _STUDY_INSTANCE_UID),
+        series_instance_uid=_ascii(ds, _SERIES_INSTANCE_UID),
+        frame_of_reference_uid=own_frame,
+        registered_frame_of_reference_uid=frame,
+        effective_matrix=tuple(tuple(float(v) for v in row) for row in effective),  # type: ignore[misc]
+        offset=offset,
+        patient_id=_text(ds, _PATIENT_ID),
+        patient_name=_text(ds, _PATIENT_NAME),
+        orthonormality_error=err,
+        warnings=tuple(warnings),
+    )
+
+
+def ds_round(matrix: FloatArray, digits: int = 15) -> FloatArray:
+    """The values a reader gets back from :func:`write`'s DS strings (the matrix's DS noise)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    return np.array([float(v) for v in _ds_values(m, digits)]).reshape(m.shape)
+
+
+def _ds_values(matrix: FloatArray, digits: int) -> list[str]:
+    """Format matrix values as DS strings of at most 16 characters (PS3.5 6.2)."""
+    out = []
+    for v in np.asarray(matrix, dtype=np.float64).ravel():
+        value = float(f"{v:.{digits}g}")
+        text = format_number_as_ds(0.0 if value == 0 else value)
+        out.append(text)
+    return out
+
+
+def _matrix_item(frame_uid: str, matrix: FloatArray, digits: int, comment: str) -> Dataset:
+    m_item = Dataset()
+    m_item.FrameOfReferenceTransformationMatrix = _ds_values(matrix, digits)
+    m_item.FrameOfReferenceTransformationMatrixType = "RIGID"
+    mr = Dataset()
+    mr.MatrixSequence = DicomSequence([m_item])
+    mr.RegistrationTypeCodeSequence = DicomSequence([])
+    mr.FrameOfReferenceTransformationComment = comment
+    item = Dataset()
+    item.FrameOfReferenceUID = frame_uid
+    item.MatrixRegistrationSequence = DicomSequence([mr])
+    return item
+
+
+def new_uid() -> str:
+    return str(generate_uid(prefix=UID_PREFIX))
+
+
+def write(
+    matrix: FloatArray,
+    offset: CouchOffset | None,
+    *,
+    sop_instance_uid: str | None = None,
+    patient_id: str = "SYNTH0001",
+    patient_name: str = "SYNTHETIC^PATIENT",
+    study_instance_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    registered_frame_of_reference_uid: str | None = None,
+    include_reference_item: bool = True,
+    matrix_digits: int = 15,
+    content_datetime: dt.datetime | None = None,
+    station_name: str | None = None,
+    translation_scale: float = 1.0,
+    private_creator: str = DEFAULT_PRIVATE_CREATOR,
+) -> Dataset:
+    """A complete Spatial Registration Storage instance (PS3.3 A.39.1) with file meta.
+
+    ``matrix`` maps the registered (CBCT) frame into the SRO's own (planning) frame. The offset,
+    if any, goes into the private block of SPEC section 1, its translation multiplied by
+    ``translation_scale`` (0.1 writes centimetres for a cm profile).
+    """
+    when = content_datetime or dt.datetime.now(dt.UTC)
+    sop_uid = str(sop_instance_uid or new_uid())
+    own_frame = str(frame_of_reference_uid or new_uid())
+    reg_frame = str(registered_frame_of_reference_uid or new_uid())
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = SPATIAL_REGISTRATION_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate = when.strftime("%Y%m%d")
+    ds.InstanceCreationTime = when.strftime("%H%M%S")
+    # Patient (C.7.1.1)
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    # General Study (C.7.2.1)
+    ds.StudyInstanceUID = study_instance_uid or new_uid()
+    ds.StudyDate = when.strftime("%Y%m%d")
+    ds.StudyTime = when.strftime("%H%M%S")
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    # General Series (C.7.3.1) and Spatial Registration Series (C.20.1)
+    ds.Modality = "REG"
+    ds.SeriesInstanceUID = new_uid()
+    ds.SeriesNumber = 1
+    ds.BodyPartExamined = "HEAD"
+    # Frame of Reference (C.7.4.1)
+    ds.FrameOfReferenceUID = own_frame
+    ds.PositionReferenceIndicator = ""
+    # General Equipment (C.7.5.1)
+    ds.Manufacturer = "SRO Decoder Ring"
+    if station_name:
+        ds.StationName = station_name
+    # Spatial Registration (C.20.2)
+    ds.ContentDate = when.strftime("%Y%m%d")
+    ds.ContentTime = when.strftime("%H%M%S")
+    ds.InstanceNumber = 1
+    ds.ContentLabel = "IGRT_CORRECTION"
+    ds.ContentDescription = "Couch correction registration"
+    ds.ContentCreatorName = ""
+    items = []
+    if include_reference_item:
+        items.append(_matrix_item(own_frame, np.eye(4), matrix_digits, "Reference"))
+    items.append(_matrix_item(reg_frame, np.asarray(matrix), matrix_digits, "Correction"))
+    ds.RegistrationSequence = DicomSequence(items)
+
+    if offset is not None:
+        block = ds.private_block(0x0071, private_creator, create=True)
+        block.add_new(0x01, "FD", [v * translation_scale for v in offset.translation_mm])
+        block.add_new(0x02, "FD", list(offset.rotation_deg))
+        if offset.isocenter_mm is not None:
+            block.add_new(0x03, "FD", list(offset.isocenter_mm))
+        if offset.console:
+            block.add_new(0x04, "LO", offset.console)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(SPATIAL_REGISTRATION_STORAGE)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    ds.file_meta = meta
+    return ds

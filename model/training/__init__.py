@@ -1,0 +1,1 @@
+"""Training and evaluation: synthetic data, the Langevin sampler, training, baseline, evaluation."""

@@ -1,0 +1,1 @@
+"""The command-line program ``sro-decoder`` and its subcommands."""

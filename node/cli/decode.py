@@ -1,0 +1,105 @@
+"""``sro-decoder decode``: decode SRO files and folders (SPEC section 5)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from model.decision import DecisionPolicy, DecodeRecord
+from model.decoders.registry import UnknownModelError, load_decoder
+from model.offset import DEFAULT_PROFILE, OffsetProfile, Precision, TranslationUnit
+from model.pipeline import DecodeOptions, decode_files, expand_paths
+from node.cli.common import UsageError, add_profile_arguments, floats
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="decode SRO files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="an SRO file or a folder of .dcm files")
+    p.add_argument("--json", action="store_true", help="one JSON object per SRO per line")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ebm|analytic|WEIGHTS_FILE",
+        help="decoder to use (default: the shipped model)",
+    )
+    p.add_argument(
+        "--offset",
+        type=floats(6),
+        default=None,
+        metavar="TX,TY,TZ,RX,RY,RZ",
+        help="couch offset (mm, degrees), overriding the private block",
+    )
+    p.add_argument(
+        "--isocenter",
+        type=floats(3),
+        default=None,
+        metavar="CX,CY,CZ",
+        help="isocenter in mm (patient coordinates), overriding the private block",
+    )
+    add_profile_arguments(p)
+    p.set_defaults(func=run)
+
+
+def options_from_args(
+    args: argparse.Namespace, base: OffsetProfile = DEFAULT_PROFILE
+) -> DecodeOptions:
+    precision = Precision(
+        rotation_step_deg=args.rotation_step or base.precision.rotation_step_deg,
+        translation_step_mm=args.translation_step or base.precision.translation_step_mm,
+    )
+    unit = (
+        TranslationUnit(args.translation_unit) if args.translation_unit else base.translation_unit
+    )
+    profile = dataclasses.replace(base, translation_unit=unit, precision=precision)
+    default = DecisionPolicy()
+    policy = DecisionPolicy(
+        tolerance_mm=args.tolerance_mm or default.tolerance_mm,
+        radius_mm=args.radius_mm or default.radius_mm,
+    )
+    override = None
+    if args.offset is not None:
+        t, r = args.offset[:3], args.offset[3:]
+        override = profile.convert(t, r, args.isocenter)
+    return DecodeOptions(
+        profile=profile,
+        policy=policy,
+        offset_override=override,
+        isocenter_override=None if args.isocenter is None else tuple(args.isocenter),
+    )
+
+
+def _summary(record: DecodeRecord) -> str:
+    name = record.path or record.sop_instance_uid or "?"
+    line = f"{name}: {record.decision.value}"
+    if record.convention is not None and record.probability is not None:
+        line += f"  {record.convention} (p={record.probability:.3f}"
+        line += f", intrinsic {record.convention.order.intrinsic_alias})"
+        for alt in record.alternatives:
+            line += (
+                f"\n    or {alt.convention} (p={alt.probability:.3f}, "
+                f"{alt.displacement_mm:.2f} mm away)"
+            )
+    if record.reason:
+        line += f"\n    {record.reason}"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        decoder = load_decoder(args.model)
+    except UnknownModelError as exc:
+        raise UsageError(str(exc)) from exc
+    options = options_from_args(args)
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise UsageError("no .dcm files found in the given paths")
+    status = 0
+    out = sys.stdout
+    for record, readable in decode_files(paths, decoder, options):
+        if not readable:
+            status = 1
+        out.write(json.dumps(record.as_dict()) + "\n" if args.json else _summary(record) + "\n")
+    out.flush()
+    return status

@@ -1,0 +1,1 @@
+"""The DICOM network service: the Application Entity, handlers, transport."""

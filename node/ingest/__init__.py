@@ -1,0 +1,1 @@
+"""Receiving objects: archive, decode, record (receipt), reconciliation at start-up, batching."""

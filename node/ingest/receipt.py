@@ -1,0 +1,343 @@
+"""Receiving one object: archive durably, decode, record in one transaction, then answer.
+
+The order is the node's promise (issue 4): a success status means the object is on disk and its
+decision recorded. Invalid objects are archived, recorded ``invalid`` with the reason, flagged and
+answered with a failure status (PS3.4 Table B.2-1). A second copy of a SOP Instance UID is kept
+and recorded as a duplicate, never decoded or alerted again. When the archive or the database
+fails the answer is 0xA700 (Refused: Out of Resources) and what is on disk is recorded at the
+next start-up (:mod:`node.ingest.reconcile`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydicom.dataset import Dataset
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from model.decision import DecisionKind, DecodeRecord, invalid_record
+from model.decoder import Decoder
+from model.dicom.file_meta import FileMeta
+from model.dicom.statuses import StoreStatus
+from model.errors import InvalidReason
+from model.pipeline import DECODE_ERROR, DecodeOptions, decode_dataset, structure_problem
+from node.alerts.compose import ReceiptContext, compose_alert
+from node.audit.models import Source, utcnow
+from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
+from node.audit.writer import GroupCommitWriter
+from node.ingest.archive import Archive, Archived, Placement, valid_uid
+from node.ingest.combining import Closed
+from node.ingest.decode_batcher import DecodeBatcher
+from node.settings import Settings
+from node.text import bounded, visible
+
+log = logging.getLogger("node.ingest.receipt")
+
+#: reason code of a data set refused for its size (not one of SPEC section 1's checks)
+TOO_LARGE = "dataset_too_large"
+#: the prefix of a request's Affected SOP Instance UID that is not a UID, as recorded
+INVALID_UID_MARK = "INVALID:"
+#: reason code of a C-STORE whose Affected SOP Instance UID has more than 64 characters
+#: (PS3.5 section 9.1); archived unnamed, not decoded
+REQUEST_UID_TOO_LONG = "request_uid_too_long"
+
+
+def recorded_uid(text: str | None) -> str | None:
+    """A request's Affected SOP Instance UID as recorded: as sent when it is a valid UID
+    (PS3.5 section 9.1); otherwise marked with :data:`INVALID_UID_MARK`, its line breaks and
+    control characters escaped (:func:`node.text.visible`) and cut to 64 characters, so it can
+    never pass for a UID nor name a file."""
+    if text is None or valid_uid(text):
+        return text
+    return bounded(INVALID_UID_MARK + visible(text), 64)
+
+
+def status_for(record: DecodeRecord) -> StoreStatus:
+    """The C-STORE status a decision is answered with."""
+    if record.decision is not DecisionKind.INVALID:
+        return StoreStatus.SUCCESS
+    if record.reason_code == InvalidReason.NOT_SPATIAL_REGISTRATION.value:
+        return StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+    if record.reason_code == TOO_LARGE:
+        return StoreStatus.OUT_OF_RESOURCES
+    if record.reason_code in (InvalidReason.UNREADABLE.value, DECODE_ERROR,
+                              REQUEST_UID_TOO_LONG):
+        return StoreStatus.CANNOT_UNDERSTAND
+    return StoreStatus.CANNOT_UNDERSTAND_INVALID_REGISTRATION
+
+
+def status_dataset(status: int, comment: str | None = None) -> Dataset:
+    """A C-STORE response status, with Error Comment (0000,0902) on failures (LO, 64 chars)."""
+    ds = Dataset()
+    ds.Status = int(status)
+    if comment and status != StoreStatus.SUCCESS:
+        text = "".join(ch if 32 <= ord(ch) < 127 and ch != "\\" else " " for ch in comment)
+        ds.ErrorComment = text[:64]
+    return ds
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who sent an object, over which association, when."""
+
+    calling_ae_title: str | None
+    called_ae_title: str | None
+    peer_address: str | None
+    association_id: str | None
+    received_at: dt.datetime
+    source: Source = Source.C_STORE
+
+
+class Recorder:
+    """Decodes and records objects; shared by the C-STORE handler and reconciliation."""
+
+    def __init__(self, settings: Settings, decoder: Decoder, archive: Archive,
+                 batcher: DecodeBatcher | None = None) -> None:
+        self.settings = settings
+        self.decoder = decoder
+        self.archive = archive
+        self.batcher = batcher
+
+    def decode(self, ds: Dataset | None, error: str | None, origin: Origin,
+               uid: str | None) -> DecodeRecord:
+        if ds is None:
+            return invalid_record(self.decoder.info, InvalidReason.UNREADABLE,
+                                  f"the data set cannot be understood: {error}",
+                                  sop_instance_uid=uid)
+        options = DecodeOptions(profile=self.settings.profile_for(origin.calling_ae_title),
+                                policy=self.settings.policy)
+        try:
+            if self.batcher is not None:
+                return self.batcher.decode(ds, options)
+            return decode_dataset(ds, self.decoder, options)
+        except Closed:
+            raise  # the node is stopping: not a decision about this object
+        except Exception as exc:  # a decoder failure still ends in one recorded decision
+            log.exception("decoder failed", extra={"fields": {"sop_instance_uid": uid}})
+            return DecodeRecord(decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
+                                reason=f"the decoder failed: {type(exc).__name__}: {exc}",
+                                model=self.decoder.info, sop_instance_uid=uid)
+
+    def alert_for(self, record: DecodeRecord, origin: Origin, uid: str | None,
+                  archived: Archived | None, ds: Dataset | None) -> AlertMessage | None:
+        if not record.flagged:
+            return None
+        alerts = self.settings.alerts
+        name = pid = None
+        if alerts.include_patient_identity and ds is not None:
+            try:
+                name = str(ds.get("PatientName", "")) or None
+                pid = str(ds.get("PatientID", "")) or None
+            except Exception:  # a value pydicom cannot convert: the alert goes without them
+                name = pid = None
+        ctx = ReceiptContext(
+            sop_instance_uid=uid, calling_ae_title=origin.calling_ae_title,
+            called_ae_title=origin.called_ae_title, peer_address=origin.peer_address,
+            received_at=origin.received_at,
+            archive_path=None if archived is None else str(archived.path),
+            patient_name=name, patient_id=pid,
+        )
+        return compose_alert(record, ctx, alerts.recipients,
+                             include_patient_identity=alerts.include_patient_identity)
+
+    def receipt(self, *, origin: Origin, uid: str | None, sop_class_uid: str | None,
+                transfer_syntax_uid: str | None, archived: Archived | None, size: int,
+                record: DecodeRecord | None, ds: Dataset | None,
+                duplicate: bool = False) -> Receipt:
+        if record is not None and archived is not None:
+            record = replace(record, path=str(archived.path))
+        status = StoreStatus.SUCCESS if record is None else status_for(record)
+        return Receipt(
+            sop_instance_uid=uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            archive_path=None if archived is None else archived.relative,
+            placement="refused" if archived is None else archived.placement.value,
+            size_bytes=size,
+            calling_ae_title=origin.calling_ae_title,
+            called_ae_title=origin.called_ae_title,
+            peer_address=origin.peer_address,
+            association_id=origin.association_id,
+            source=origin.source.value,
+            status=int(status),
+            received_at=origin.received_at,
+            record=record,
+            alert=None if record is None else self.alert_for(record, origin, uid, archived, ds),
+            duplicate=duplicate,
+        )
+
+
+class StoreHandler:
+    """The C-STORE service (PS3.4 Annex B): :meth:`handle` is bound to ``evt.EVT_C_STORE``."""
+
+    def __init__(self, recorder: Recorder, writer: GroupCommitWriter, engine: Engine) -> None:
+        self.recorder = recorder
+        self.writer = writer
+        self.engine = engine
+        self.settings = recorder.settings
+        self._associations: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def association_id(self, assoc: Any) -> str:
+        with self._lock:
+            ident = self._associations.get(assoc)
+            if ident is None:
+                ident = uuid.uuid4().hex
+                self._associations[assoc] = ident
+            return ident
+
+    def origin(self, event: Any) -> Origin:
+        assoc = event.assoc
+        return Origin(
+            calling_ae_title=str(assoc.requestor.ae_title).strip() or None,
+            called_ae_title=str(assoc.acceptor.ae_title).strip() or None,
+            peer_address=f"{assoc.requestor.address}:{assoc.requestor.port}",
+            association_id=self.association_id(assoc),
+            received_at=utcnow(),
+        )
+
+    def handle(self, event: Any) -> Dataset:
+        """Archive, decode, record, then answer (module docstring); never raises."""
+        try:
+            return self._handle(event)
+        except Exception as exc:  # e.g. the node is stopping: what is archived is reconciled
+            log.exception("C-STORE failed", extra={"fields": {"error": repr(exc)}})
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES, "the node could not record it")
+
+    def _handle(self, event: Any) -> Dataset:
+        origin = self.origin(event)
+        request = event.request
+        raw_uid = request.AffectedSOPInstanceUID
+        uid = recorded_uid(None if raw_uid is None else str(raw_uid))  # never names a file
+        raw_class = request.AffectedSOPClassUID
+        sop_class = None if raw_class is None else str(raw_class)
+        data: bytes = request.DataSet.getvalue()
+        fields = {"sop_instance_uid": uid, "calling_ae_title": origin.calling_ae_title,
+                  "association_id": origin.association_id, "bytes": len(data)}
+        transfer_syntax = str(event.context.transfer_syntax)
+        limit = self.settings.node.max_dataset_bytes
+
+        if len(data) > limit:
+            refused = DecodeRecord(
+                decision=DecisionKind.INVALID, reason_code=TOO_LARGE,
+                model=self.recorder.decoder.info,
+                reason=f"the data set has {len(data)} bytes, more than the {limit} accepted "
+                       "([node] max_dataset_bytes); refused and not archived",
+                sop_instance_uid=uid)
+            receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+                                            transfer_syntax_uid=transfer_syntax, archived=None,
+                                            size=len(data), record=refused, ds=None)
+            self._commit(receipt, fields)
+            log.warning("data set too large; refused", extra={"fields": fields})
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES, "data set too large")
+
+        meta = FileMeta(sop_class, uid, transfer_syntax,
+                        sending_application_entity_title=origin.calling_ae_title,
+                        receiving_application_entity_title=origin.called_ae_title)
+        name = uid if valid_uid(uid) else None
+        archive = self.recorder.archive
+        # Archive first (file fsync, link, folder fsync), then decode, in this thread: a helper
+        # thread writing while this one decodes would only wait for the interpreter lock.
+        try:
+            archived = archive.store(name, meta.part10(data))
+        except OSError as exc:
+            log.error("archive write failed", extra={"fields": {**fields, "error": repr(exc)}})
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES, "archive write failed")
+        fields["archive_path"] = archived.relative
+
+        if archived.placement is Placement.DUPLICATE and uid is not None:
+            return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
+        ds, error = self._dataset(event, data)
+        if raw_uid is not None and len(str(raw_uid)) > 64:
+            record = DecodeRecord(
+                decision=DecisionKind.INVALID, reason_code=REQUEST_UID_TOO_LONG,
+                model=self.recorder.decoder.info, sop_instance_uid=uid,
+                reason=f"Affected SOP Instance UID of {len(str(raw_uid))} characters (at most "
+                       "64, PS3.5 section 9.1) in the C-STORE request; archived unnamed, "
+                       "not decoded")
+        else:
+            record = self.recorder.decode(ds, error, origin, uid)
+        if record.sop_instance_uid is None and uid is not None:
+            # the data set could not say (unparseable, or no UID): the request's is recorded
+            record = replace(record, sop_instance_uid=uid)
+        elif record.sop_instance_uid is not None and uid is not None \
+                and record.sop_instance_uid != uid:
+            # PS3.4 B.2.1.1: they must be equal; the archive and the record use the request's
+            record = replace(record, sop_instance_uid=uid, warnings=(
+                *record.warnings, "the data set's SOP Instance UID "
+                f"{recorded_uid(record.sop_instance_uid)} differs from the C-STORE request's "
+                f"Affected SOP Instance UID {uid}"))
+        if uid is not None and uid.startswith(INVALID_UID_MARK):
+            record = replace(record, warnings=(
+                *record.warnings, "the C-STORE request's Affected SOP Instance UID is not a "
+                f"valid UID (PS3.5 section 9.1); recorded marked {INVALID_UID_MARK} and escaped"))
+        receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+                                        transfer_syntax_uid=transfer_syntax, archived=archived,
+                                        size=len(data), record=record, ds=ds)
+        recorded = self._commit(receipt, fields)
+        if recorded is None:
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES,
+                                  "audit database unavailable; archived, recorded at restart")
+        status = StoreStatus(recorded.status)
+        fields.update(decision=record.decision.value, status=f"0x{int(status):04X}")
+        if record.flagged:
+            fields.update(reason_code=record.reason_code, reason=record.reason)
+            log.warning("received; flagged", extra={"fields": fields})
+        else:
+            log.info("received", extra={"fields": fields})
+        return status_dataset(status, record.reason)
+
+    @staticmethod
+    def _dataset(event: Any, data: bytes) -> tuple[Dataset | None, str | None]:
+        problem = structure_problem(data, str(event.context.transfer_syntax))
+        if problem is not None:
+            return None, problem
+        try:
+            return event.dataset, None
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _commit(self, receipt: Receipt, fields: dict[str, Any]) -> Recorded | None:
+        """Record through the group-commit writer; return once durable (``None``: failed)."""
+        try:
+            return self.writer.record(receipt, timeout=self.settings.storage.commit_timeout_s)
+        except Exception as exc:
+            log.error("audit record failed; the object stays in the archive",
+                      extra={"fields": {**fields, "error": repr(exc)}})
+            return None
+
+    def _duplicate(self, origin: Origin, uid: str, sop_class: str | None, transfer_syntax: str,
+                   archived: Archived, fields: dict[str, Any]) -> Dataset:
+        """A second copy of ``uid``: recorded as a duplicate, answered as the first was."""
+        try:
+            with Session(self.engine) as session:
+                first_recorded = find_primary(session, uid) is not None
+        except Exception as exc:
+            log.error("audit lookup failed", extra={"fields": {**fields, "error": repr(exc)}})
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+        if not first_recorded:
+            # the first copy is archived but its recording failed: record it now (it is read
+            # back from the archive, so the decision is about what was first received)
+            from node.ingest.reconcile import receipt_for_file
+
+            primary = self.recorder.archive.primary_path(uid)
+            first = receipt_for_file(self.recorder, primary)
+            if first is not None and self._commit(first, fields) is None:
+                return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+        receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+                                        transfer_syntax_uid=transfer_syntax, archived=archived,
+                                        size=archived.size_bytes, record=None, ds=None,
+                                        duplicate=True)
+        recorded = self._commit(receipt, fields)
+        if recorded is None:
+            return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+        fields.update(duplicate_of=recorded.duplicate_of_id, status=f"0x{recorded.status:04X}")
+        log.info("received a duplicate; not decoded again", extra={"fields": fields})
+        return status_dataset(recorded.status, "duplicate of an object that failed")
