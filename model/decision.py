@@ -86,7 +86,7 @@ class DecodeRecord:
     model: ModelInfo
     path: str | None = None
     sop_instance_uid: str | None = None
-    reason_code: str | None = None
+    reason_code: InvalidReason | None = None
     convention: Convention | None = None
     probability: float | None = None
     alternatives: tuple[Alternative, ...] = ()
@@ -115,7 +115,7 @@ class DecodeRecord:
             "sop_instance_uid": self.sop_instance_uid,
             "decision": self.decision.value,
             "reason": self.reason,
-            "reason_code": self.reason_code,
+            "reason_code": None if self.reason_code is None else self.reason_code.value,
             "convention": None if self.convention is None else self.convention.as_dict(),
             "probability": self.probability,
             "alternatives": [a.as_dict() for a in self.alternatives],
@@ -149,7 +149,7 @@ def invalid_record(
     return DecodeRecord(
         decision=DecisionKind.INVALID,
         reason=message,
-        reason_code=code.value,
+        reason_code=code,
         model=model,
         path=path,
         sop_instance_uid=sop_instance_uid,

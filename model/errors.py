@@ -1,4 +1,9 @@
-"""The one error type for SROs that cannot be decoded, a stable code per SPEC section 1 check."""
+"""Reason codes of ``invalid`` decisions, and the one error type for SROs that cannot be decoded.
+
+:class:`InvalidReason` is the stable list of every code ``sro-decoder decode`` or the node can
+write in a record's ``reason_code`` (docs/contract.md sections 1 and 5): one per check of section
+1, and the node's own refusals. The strings never change meaning between versions.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from enum import Enum
 
 
 class InvalidReason(str, Enum):
-    """Machine-readable code of each failed check (SPEC section 1), stable across versions."""
+    """Machine-readable code of each ``invalid`` decision, stable across versions."""
 
     UNREADABLE = "unreadable"  # not a DICOM file / cannot be parsed at all
     NOT_SPATIAL_REGISTRATION = "not_spatial_registration"  # wrong SOP Class UID
@@ -21,10 +26,17 @@ class InvalidReason(str, Enum):
     MULTIPLE_REGISTERED_ITEMS = "multiple_registered_items"
     MULTIPLE_REFERENCE_ITEMS = "multiple_reference_items"
     OFFSET_INVALID = "offset_invalid"  # the couch offset block is present but malformed
+    # refusals of the node and of decode beyond the checks of docs/contract.md section 1
+    DATASET_TOO_LARGE = "dataset_too_large"  # over [node] max_dataset_bytes: refused
+    REQUEST_UID_TOO_LONG = "request_uid_too_long"  # a C-STORE request UID over 64 characters
+    DECODE_ERROR = "decode_error"  # the decoder itself failed on this object
 
 
 class SROError(ValueError):
-    """An SRO failed a check of SPEC section 1; ``code`` names the check, ``message`` says why."""
+    """An SRO failed a check of docs/contract.md section 1.
+
+    ``code`` names the check, ``message`` says why.
+    """
 
     def __init__(self, code: InvalidReason, message: str) -> None:
         super().__init__(f"{code.value}: {message}")

@@ -37,9 +37,6 @@ from model.dicom.structure import StructureError, check_structure
 from model.errors import InvalidReason, SROError
 from model.offset import DEFAULT_PROFILE, CouchOffset, OffsetProfile
 
-#: reason code when the decoder itself failed on an object (not a check of SPEC section 1)
-DECODE_ERROR = "decode_error"
-
 
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
@@ -130,7 +127,7 @@ def decode_datasets(
                     decided.extend(_decide([one], decoder, options))
                 except Exception as exc:
                     decided.append(DecodeRecord(
-                        decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
+                        decision=DecisionKind.INVALID, reason_code=InvalidReason.DECODE_ERROR,
                         reason=f"the decoder failed: {type(exc).__name__}: {exc}",
                         model=decoder.info))
         for (i, reg), record in zip(todo, decided, strict=True):
@@ -259,6 +256,6 @@ def _decode_one(item: tuple[Dataset | None, str | None, str | None], decoder: De
     try:
         return decode_datasets([item], decoder, options)[0]
     except Exception as exc:
-        return DecodeRecord(decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
+        return DecodeRecord(decision=DecisionKind.INVALID, reason_code=InvalidReason.DECODE_ERROR,
                             reason=f"the decoder failed: {type(exc).__name__}: {exc}",
                             model=decoder.info, path=item[1])

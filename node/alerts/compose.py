@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from model.decision import DecisionKind, DecodeRecord
 from model.errors import InvalidReason
-from node.audit.store import AlertMessage
+from node.records import AlertMessage
 from node.text import header_safe, line_safe
 
 _WHAT_TO_CHECK: dict[DecisionKind, tuple[str, ...]] = {
@@ -46,16 +46,16 @@ _WHAT_TO_CHECK: dict[DecisionKind, tuple[str, ...]] = {
     ),
 }
 
-_INVALID_HINTS: dict[str, str] = {
-    InvalidReason.NOT_SPATIAL_REGISTRATION.value:
+_INVALID_HINTS: dict[InvalidReason, str] = {
+    InvalidReason.NOT_SPATIAL_REGISTRATION:
         "The data set is not Spatial Registration Storage: check what the sender exports.",
-    InvalidReason.MATRIX_TYPE_NOT_RIGID.value:
+    InvalidReason.MATRIX_TYPE_NOT_RIGID:
         "Only RIGID matrices are decoded; RIGID_SCALE or AFFINE registrations are out of scope.",
-    InvalidReason.UNREADABLE.value:
+    InvalidReason.UNREADABLE:
         "The data set could not be parsed: the transfer may have been cut short or corrupted.",
-    InvalidReason.OFFSET_INVALID.value:
+    InvalidReason.OFFSET_INVALID:
         "The couch offset block is present but malformed: check the offset profile for this AE.",
-    "dataset_too_large":
+    InvalidReason.DATASET_TOO_LARGE:
         "The data set is larger than [node] max_dataset_bytes; it was refused and not archived.",
 }
 
@@ -118,7 +118,7 @@ def compose_alert(
     lines += ["", "Decision and why", "----------------", f"{record.decision.value}: "
               f"{safe(record.reason or 'no reason given')}"]
     if record.reason_code:
-        lines.append(f"(code: {safe(record.reason_code)})")
+        lines.append(f"(code: {safe(record.reason_code.value)})")
 
     if record.top_conventions:
         lines += ["", "Most probable conventions", "-------------------------",

@@ -27,8 +27,9 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from node.audit.models import AlertOutbox, AlertState, utcnow
+from node.audit.models import AlertOutbox, utcnow
 from node.audit.store import due_alerts, next_alert_time, unaddressed_alerts
+from node.records import AlertState
 from node.settings import AlertSettings, SmtpSettings
 from node.text import bounded, header_safe, visible
 

@@ -8,7 +8,6 @@ edits; the alert outbox holds each e-mail until it is sent. Times are UTC.
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
 
 from sqlalchemy import (
     Boolean,
@@ -48,21 +47,6 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class Source(str, Enum):
-    """How an object came to be recorded."""
-
-    C_STORE = "c-store"
-    RECONCILIATION = "reconciliation"
-
-
-class AlertState(str, Enum):
-    """An outbox row's state (a plain string column: a new state needs no migration)."""
-
-    PENDING = "pending"  # waiting for its next attempt
-    SENT = "sent"
-    FAILED = "failed"  # cannot be built or sent at all: never retried, its reason in last_error
 
 
 class Base(DeclarativeBase):

@@ -12,7 +12,6 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, selectinload
 
 from model.decision import DecodeRecord
-from node.audit.models import (
-    Acknowledgement,
-    AlertOutbox,
-    AlertState,
-    DecisionRecord,
-    ReceivedObject,
-    utcnow,
-)
+from node.audit.models import Acknowledgement, AlertOutbox, DecisionRecord, ReceivedObject, utcnow
+from node.records import AlertState, Placement, Receipt, Recorded
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -83,47 +76,6 @@ def migrate(engine: Engine) -> None:
 # Writing receipts
 
 
-@dataclass(frozen=True, slots=True)
-class AlertMessage:
-    subject: str
-    body: str
-    recipients: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class Receipt:
-    """Everything one received object adds to the audit database, in one transaction."""
-
-    sop_instance_uid: str | None
-    sop_class_uid: str | None
-    transfer_syntax_uid: str | None
-    archive_path: str | None
-    placement: str
-    size_bytes: int
-    calling_ae_title: str | None
-    called_ae_title: str | None
-    peer_address: str | None
-    association_id: str | None
-    source: str
-    status: int
-    received_at: dt.datetime
-    record: DecodeRecord | None  # None for a duplicate whose first copy is recorded
-    alert: AlertMessage | None = None
-    duplicate: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What the writer reports back for one receipt once it is committed."""
-
-    object_id: int
-    decision_id: int | None
-    duplicate_of_id: int | None
-    status: int
-    alert_queued: bool
-
-
 def find_primary(session: Session, sop_instance_uid: str) -> ReceivedObject | None:
     """The recorded first receipt of this UID (with its decision), if any."""
     return session.scalars(
@@ -131,7 +83,7 @@ def find_primary(session: Session, sop_instance_uid: str) -> ReceivedObject | No
         .where(
             ReceivedObject.sop_instance_uid == sop_instance_uid,
             ReceivedObject.duplicate_of_id.is_(None),
-            ReceivedObject.placement == "primary",
+            ReceivedObject.placement == Placement.PRIMARY.value,
         )
         .order_by(ReceivedObject.id)
         .limit(1)
@@ -181,13 +133,13 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
             "sop_class_uid": r.sop_class_uid,
             "transfer_syntax_uid": r.transfer_syntax_uid,
             "archive_path": r.archive_path,
-            "placement": r.placement,
+            "placement": r.placement.value,
             "size_bytes": r.size_bytes,
             "calling_ae_title": r.calling_ae_title,
             "called_ae_title": r.called_ae_title,
             "peer_address": r.peer_address,
             "association_id": r.association_id,
-            "source": r.source,
+            "source": r.source.value,
             "status": r.status,
             "received_at": r.received_at,
             "recorded_at": now,
@@ -199,7 +151,7 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
                 select(objects.c.id, objects.c.status)
                 .where(objects.c.sop_instance_uid == r.sop_instance_uid,
                        objects.c.duplicate_of_id.is_(None),
-                       objects.c.placement == "primary")
+                       objects.c.placement == Placement.PRIMARY.value)
                 .order_by(objects.c.id)
                 .limit(1)
             ).first()
@@ -261,7 +213,7 @@ def _decision_row(
         "sop_instance_uid": record.sop_instance_uid or object_uid,
         "decision": record.decision.value,
         "flagged": record.flagged,
-        "reason_code": record.reason_code,
+        "reason_code": None if record.reason_code is None else record.reason_code.value,
         "reason": record.reason,
         "convention": _convention_text(record),
         "probability": record.probability,
@@ -328,16 +280,16 @@ def duplicate_counts(session: Session) -> dict[int, int]:
     return {int(k): int(n) for k, n in rows if k is not None}
 
 
-def alert_state(decision: DecisionRecord) -> str:
-    """``none`` (not flagged), ``failed`` (an e-mail that can never be sent), ``pending``
-    (queued, not all sent yet) or ``sent``."""
+def alert_state(decision: DecisionRecord) -> AlertState:
+    """``NONE`` (not flagged), ``FAILED`` (an e-mail that can never be sent), ``PENDING``
+    (queued, not all sent yet) or ``SENT``."""
     if not decision.alerts:
-        return "none"
+        return AlertState.NONE
     if any(a.state == AlertState.FAILED.value for a in decision.alerts):
-        return "failed"
+        return AlertState.FAILED
     if all(a.state == AlertState.SENT.value for a in decision.alerts):
-        return "sent"
-    return "pending"
+        return AlertState.SENT
+    return AlertState.PENDING
 
 
 def acknowledge(
@@ -365,7 +317,7 @@ def export_record(decision: DecisionRecord, duplicates: int = 0) -> dict[str, An
         "dimse_status": obj.status,
         "duplicates": duplicates,
         "flagged": decision.flagged,
-        "alert_state": alert_state(decision),
+        "alert_state": alert_state(decision).value,
         "acknowledgements": [
             {"by": a.acknowledged_by, "note": a.note, "at": a.acknowledged_at.isoformat()}
             for a in decision.acknowledgements

@@ -18,8 +18,9 @@ from concurrent.futures import Future
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from node.audit.store import Receipt, Recorded, record_receipts
+from node.audit.store import record_receipts
 from node.ingest.combining import Closed, Combiner
+from node.records import Receipt, Recorded
 
 log = logging.getLogger("node.audit.writer")
 

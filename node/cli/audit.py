@@ -111,7 +111,7 @@ def run_list(args: argparse.Namespace) -> int:
                 obj.received_at.strftime("%Y-%m-%d %H:%M:%S"), obj.calling_ae_title or "",
                 d.sop_instance_uid or "", d.decision, d.convention or "",
                 "" if d.probability is None else f"{d.probability:.3f}",
-                alert_state(d), str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
+                alert_state(d).value, str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
             )
             # Text cells: shown as written, never read as rich markup
             table.add_row(*(table_safe(c) for c in cells), style=style)

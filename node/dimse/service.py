@@ -29,13 +29,14 @@ from model.decoder import Decoder
 from model.decoders.registry import load_decoder
 from model.dicom.statuses import EchoStatus
 from node.alerts.sender import OutboxSender
-from node.audit.store import Recorded, open_database
+from node.audit.store import open_database
 from node.audit.writer import GroupCommitWriter
 from node.dimse.transport import PollBudget, start_server
 from node.ingest.archive import Archive
 from node.ingest.decode_batcher import DecodeBatcher
 from node.ingest.receipt import Recorder, StoreHandler
 from node.ingest.reconcile import reconcile
+from node.records import Recorded
 from node.settings import Settings
 
 log = logging.getLogger("node.dimse.service")

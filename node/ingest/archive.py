@@ -19,8 +19,9 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
+
+from node.records import Placement
 
 #: PS3.5 section 9.1: components of digits, no leading zero (but "0"), separated by ".", ≤ 64.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
@@ -31,14 +32,6 @@ TEMP_SUFFIX = ".partial"
 def valid_uid(text: str | None) -> bool:
     """Whether ``text`` is a syntactically valid UID (PS3.5 section 9.1)."""
     return text is not None and len(text) <= 64 and _UID.match(text) is not None
-
-
-class Placement(str, Enum):
-    """Where an archived object went."""
-
-    PRIMARY = "primary"  # first object with this SOP Instance UID
-    DUPLICATE = "duplicate"  # the UID was already archived
-    UNNAMED = "unnamed"  # no valid SOP Instance UID to name it by
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,11 @@ next start-up (:mod:`node.ingest.reconcile`).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import uuid
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -25,29 +24,24 @@ from sqlalchemy.orm import Session
 from model.decision import DecisionKind, DecodeRecord, invalid_record
 from model.decoder import Decoder
 from model.dicom.file_meta import FileMeta
-from model.dicom.statuses import StoreStatus
+from model.dicom.statuses import StoreStatus, status_for
 from model.errors import InvalidReason
-from model.pipeline import DECODE_ERROR, DecodeOptions, decode_dataset, structure_problem
+from model.pipeline import DecodeOptions, decode_dataset, structure_problem
 from node.alerts.compose import ReceiptContext, compose_alert
-from node.audit.models import Source, utcnow
-from node.audit.store import AlertMessage, Receipt, Recorded, find_primary
+from node.audit.models import utcnow
+from node.audit.store import find_primary
 from node.audit.writer import GroupCommitWriter
-from node.ingest.archive import Archive, Archived, Placement, valid_uid
+from node.ingest.archive import Archive, Archived, valid_uid
 from node.ingest.combining import Closed
 from node.ingest.decode_batcher import DecodeBatcher
+from node.records import AlertMessage, Origin, Placement, Receipt, Recorded
 from node.settings import Settings
 from node.text import bounded, visible
 
 log = logging.getLogger("node.ingest.receipt")
 
-#: reason code of a data set refused for its size (not one of SPEC section 1's checks)
-TOO_LARGE = "dataset_too_large"
 #: the prefix of a request's Affected SOP Instance UID that is not a UID, as recorded
 INVALID_UID_MARK = "INVALID:"
-#: reason code of a C-STORE whose Affected SOP Instance UID has more than 64 characters
-#: (PS3.5 section 9.1); archived unnamed, not decoded
-REQUEST_UID_TOO_LONG = "request_uid_too_long"
-
 
 def recorded_uid(text: str | None) -> str | None:
     """A request's Affected SOP Instance UID as recorded: as sent when it is a valid UID
@@ -59,20 +53,6 @@ def recorded_uid(text: str | None) -> str | None:
     return bounded(INVALID_UID_MARK + visible(text), 64)
 
 
-def status_for(record: DecodeRecord) -> StoreStatus:
-    """The C-STORE status a decision is answered with."""
-    if record.decision is not DecisionKind.INVALID:
-        return StoreStatus.SUCCESS
-    if record.reason_code == InvalidReason.NOT_SPATIAL_REGISTRATION.value:
-        return StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
-    if record.reason_code == TOO_LARGE:
-        return StoreStatus.OUT_OF_RESOURCES
-    if record.reason_code in (InvalidReason.UNREADABLE.value, DECODE_ERROR,
-                              REQUEST_UID_TOO_LONG):
-        return StoreStatus.CANNOT_UNDERSTAND
-    return StoreStatus.CANNOT_UNDERSTAND_INVALID_REGISTRATION
-
-
 def status_dataset(status: int, comment: str | None = None) -> Dataset:
     """A C-STORE response status, with Error Comment (0000,0902) on failures (LO, 64 chars)."""
     ds = Dataset()
@@ -81,18 +61,6 @@ def status_dataset(status: int, comment: str | None = None) -> Dataset:
         text = "".join(ch if 32 <= ord(ch) < 127 and ch != "\\" else " " for ch in comment)
         ds.ErrorComment = text[:64]
     return ds
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Who sent an object, over which association, when."""
-
-    calling_ae_title: str | None
-    called_ae_title: str | None
-    peer_address: str | None
-    association_id: str | None
-    received_at: dt.datetime
-    source: Source = Source.C_STORE
 
 
 class Recorder:
@@ -121,7 +89,8 @@ class Recorder:
             raise  # the node is stopping: not a decision about this object
         except Exception as exc:  # a decoder failure still ends in one recorded decision
             log.exception("decoder failed", extra={"fields": {"sop_instance_uid": uid}})
-            return DecodeRecord(decision=DecisionKind.INVALID, reason_code=DECODE_ERROR,
+            return DecodeRecord(decision=DecisionKind.INVALID,
+                                reason_code=InvalidReason.DECODE_ERROR,
                                 reason=f"the decoder failed: {type(exc).__name__}: {exc}",
                                 model=self.decoder.info, sop_instance_uid=uid)
 
@@ -159,13 +128,13 @@ class Recorder:
             sop_class_uid=sop_class_uid,
             transfer_syntax_uid=transfer_syntax_uid,
             archive_path=None if archived is None else archived.relative,
-            placement="refused" if archived is None else archived.placement.value,
+            placement=Placement.REFUSED if archived is None else archived.placement,
             size_bytes=size,
             calling_ae_title=origin.calling_ae_title,
             called_ae_title=origin.called_ae_title,
             peer_address=origin.peer_address,
             association_id=origin.association_id,
-            source=origin.source.value,
+            source=origin.source,
             status=int(status),
             received_at=origin.received_at,
             record=record,
@@ -226,7 +195,7 @@ class StoreHandler:
 
         if len(data) > limit:
             refused = DecodeRecord(
-                decision=DecisionKind.INVALID, reason_code=TOO_LARGE,
+                decision=DecisionKind.INVALID, reason_code=InvalidReason.DATASET_TOO_LARGE,
                 model=self.recorder.decoder.info,
                 reason=f"the data set has {len(data)} bytes, more than the {limit} accepted "
                        "([node] max_dataset_bytes); refused and not archived",
@@ -257,7 +226,7 @@ class StoreHandler:
         ds, error = self._dataset(event, data)
         if raw_uid is not None and len(str(raw_uid)) > 64:
             record = DecodeRecord(
-                decision=DecisionKind.INVALID, reason_code=REQUEST_UID_TOO_LONG,
+                decision=DecisionKind.INVALID, reason_code=InvalidReason.REQUEST_UID_TOO_LONG,
                 model=self.recorder.decoder.info, sop_instance_uid=uid,
                 reason=f"Affected SOP Instance UID of {len(str(raw_uid))} characters (at most "
                        "64, PS3.5 section 9.1) in the C-STORE request; archived unnamed, "
@@ -288,7 +257,8 @@ class StoreHandler:
         status = StoreStatus(recorded.status)
         fields.update(decision=record.decision.value, status=f"0x{int(status):04X}")
         if record.flagged:
-            fields.update(reason_code=record.reason_code, reason=record.reason)
+            fields.update(reason_code=record.reason_code and record.reason_code.value,
+                          reason=record.reason)
             log.warning("received; flagged", extra={"fields": fields})
         else:
             log.info("received", extra={"fields": fields})

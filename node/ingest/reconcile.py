@@ -18,10 +18,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from model.pipeline import read_file
-from node.audit.models import Source
-from node.audit.store import Receipt, record_receipts, recorded_archive_paths
-from node.ingest.archive import Archived, Placement
-from node.ingest.receipt import Origin, Recorder
+from node.audit.store import record_receipts, recorded_archive_paths
+from node.ingest.archive import Archived
+from node.ingest.receipt import Recorder
+from node.records import Origin, Placement, Receipt, Source
 
 log = logging.getLogger("node.ingest.reconcile")
 

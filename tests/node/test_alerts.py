@@ -25,7 +25,8 @@ from model.decoder import ModelInfo
 from model.errors import InvalidReason
 from node.alerts.sender import OutboxSender
 from node.audit.models import AlertOutbox
-from node.audit.store import Receipt, open_database, record_receipts
+from node.audit.store import open_database, record_receipts
+from node.records import Placement, Receipt, Source
 from tests.node.conftest import (
     SmtpSink,
     cli,
@@ -192,7 +193,7 @@ def _flagged_receipt(uid: str, index: int, recipients: tuple[str, ...]) -> Recei
     from node.alerts.compose import ReceiptContext, compose_alert
 
     record = DecodeRecord(decision=DecisionKind.INVALID, reason="cannot be parsed",
-                          reason_code=InvalidReason.UNREADABLE.value,
+                          reason_code=InvalidReason.UNREADABLE,
                           model=ModelInfo("analytic", "test"), sop_instance_uid=uid)
     now = dt.datetime.now(dt.UTC)
     ctx = ReceiptContext(sop_instance_uid=uid, calling_ae_title="CONSOLE1",
@@ -201,9 +202,9 @@ def _flagged_receipt(uid: str, index: int, recipients: tuple[str, ...]) -> Recei
     return Receipt(
         sop_instance_uid=uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.66.1",
         transfer_syntax_uid="1.2.840.10008.1.2.1", archive_path=f"archive/{uid}.dcm",
-        placement="primary", size_bytes=100, calling_ae_title="CONSOLE1",
+        placement=Placement.PRIMARY, size_bytes=100, calling_ae_title="CONSOLE1",
         called_ae_title="SRO_DECODER", peer_address="127.0.0.1", association_id=None,
-        source="c-store", status=0xC000, received_at=now, record=record,
+        source=Source.C_STORE, status=0xC000, received_at=now, record=record,
         alert=compose_alert(record, ctx, recipients),
     )
 

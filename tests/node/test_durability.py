@@ -20,9 +20,10 @@ from model.decoders.registry import load_decoder
 from model.dicom.statuses import StoreStatus
 from model.training.synth import SynthConfig, generate, write_set
 from node.audit.models import DecisionRecord, ReceivedObject, utcnow
-from node.audit.store import Receipt, open_database
+from node.audit.store import open_database
 from node.audit.writer import GroupCommitWriter
-from node.ingest.archive import Archive, Placement, valid_uid
+from node.ingest.archive import Archive, valid_uid
+from node.records import Placement, Receipt, Source
 from tests.node.conftest import export, make_settings, sro_files
 
 
@@ -60,8 +61,9 @@ def _receipt(uid: str, path: str) -> Receipt:
 
     record = invalid_record(decoder.info, InvalidReason.MISSING_VALUE, "test", sop_instance_uid=uid)
     return Receipt(sop_instance_uid=uid, sop_class_uid=None, transfer_syntax_uid=None,
-                   archive_path=path, placement="primary", size_bytes=1, calling_ae_title="T",
-                   called_ae_title=None, peer_address=None, association_id=None, source="c-store",
+                   archive_path=path, placement=Placement.PRIMARY, size_bytes=1,
+                   calling_ae_title="T", called_ae_title=None, peer_address=None,
+                   association_id=None, source=Source.C_STORE,
                    status=0xC001, received_at=utcnow(), record=record)
 
 
@@ -105,7 +107,7 @@ def test_one_batch_records_a_path_once_and_links_duplicates(tmp_path: Path) -> N
     first = _receipt("1.2.3.7", "objects/7.dcm")
     again = _receipt("1.2.3.7", "objects/7.dcm")  # the same file recorded by a racing path
     copy = _receipt("1.2.3.7", "duplicates/7.x.dcm")
-    copy.duplicate, copy.record, copy.placement = True, None, "duplicate"
+    copy.duplicate, copy.record, copy.placement = True, None, Placement.DUPLICATE
     futures = [writer.submit(r) for r in (first, again, copy)]
     writer.flush()  # one transaction holds all three
     a, b, c = (f.result(timeout=0) for f in futures)

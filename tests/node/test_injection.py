@@ -25,8 +25,9 @@ from model.offset import CouchOffset
 from node.alerts.compose import ReceiptContext, compose_alert
 from node.alerts.sender import build_email
 from node.audit.models import AlertOutbox, utcnow
-from node.audit.store import AlertMessage, Receipt, open_database, record_receipts
+from node.audit.store import open_database, record_receipts
 from node.logs import JsonFormatter, TextFormatter
+from node.records import AlertMessage, Placement, Receipt, Source
 from tests.node.conftest import cli
 
 MODEL = ModelInfo("analytic", "test")
@@ -38,7 +39,6 @@ def hostile_record(uid: str) -> DecodeRecord:
     return DecodeRecord(
         decision=DecisionKind.OUT_OF_DISTRIBUTION,
         reason="nothing explains the data" + FORGE,
-        reason_code="ood" + FORGE,
         model=MODEL,
         sop_instance_uid=uid,
         offset=CouchOffset((1.0, 2.0, 3.0), (0.5, 0.0, -0.5), console="CONSOLE" + FORGE),
@@ -132,11 +132,11 @@ def _fill(data: Path, rows: list[tuple[str, str]]) -> None:
     receipts = [Receipt(
         sop_instance_uid=uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.66.1",
         transfer_syntax_uid="1.2.840.10008.1.2.1", archive_path=f"archive/{i}.dcm",
-        placement="primary", size_bytes=100, calling_ae_title=aet, called_ae_title="SRO",
-        peer_address="127.0.0.1", association_id=None, source="c-store", status=0xC001,
+        placement=Placement.PRIMARY, size_bytes=100, calling_ae_title=aet, called_ae_title="SRO",
+        peer_address="127.0.0.1", association_id=None, source=Source.C_STORE, status=0xC001,
         received_at=now,
         record=DecodeRecord(decision=DecisionKind.INVALID, reason="bad" + FORGE,
-                            reason_code=InvalidReason.UNREADABLE.value, model=MODEL,
+                            reason_code=InvalidReason.UNREADABLE, model=MODEL,
                             sop_instance_uid=uid),
         alert=AlertMessage("s", "b", ("physics@example.org",)),
     ) for i, (uid, aet) in enumerate(rows)]
