@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from model.conventions import FloatArray
+from model.geometry import DEFAULT_ISOCENTER_BOUND_MM
 from model.offset import CouchOffset, Precision
 
 
@@ -20,11 +21,17 @@ class DecodeInput:
     offset: CouchOffset
     precision: Precision
     orthonormality_error: float = 0.0
+    #: an unknown isocenter lies within this of the origin (docs/contract.md section 3)
+    isocenter_bound_mm: float = DEFAULT_ISOCENTER_BOUND_MM
 
 
 @dataclass(frozen=True, slots=True)
 class InputBatch:
-    """``N`` inputs as arrays. Missing isocenters are zeros with ``has_isocenter`` false."""
+    """``N`` inputs as arrays. Missing isocenters are zeros with ``has_isocenter`` false.
+
+    ``isocenter_bound_mm`` (N,) is what the translation of an input without an isocenter is
+    checked against (docs/contract.md section 3); ``None`` gives the default for every input.
+    """
 
     matrix: FloatArray  # (N, 4, 4)
     translation_mm: FloatArray  # (N, 3)
@@ -34,6 +41,12 @@ class InputBatch:
     rotation_step_deg: FloatArray  # (N,)
     translation_step_mm: FloatArray  # (N,)
     orthonormality_error: FloatArray  # (N,)
+    isocenter_bound_mm: FloatArray = field(default=None)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.isocenter_bound_mm is None:
+            bound = np.full(self.matrix.shape[0], DEFAULT_ISOCENTER_BOUND_MM)
+            object.__setattr__(self, "isocenter_bound_mm", bound)
 
     def __len__(self) -> int:
         return int(self.matrix.shape[0])
@@ -56,6 +69,7 @@ class InputBatch:
             rotation_step_deg=np.array([x.precision.rotation_step_deg for x in inputs]),
             translation_step_mm=np.array([x.precision.translation_step_mm for x in inputs]),
             orthonormality_error=np.array([x.orthonormality_error for x in inputs]),
+            isocenter_bound_mm=np.array([x.isocenter_bound_mm for x in inputs], dtype=np.float64),
         )
 
     def subset(self, index: npt.NDArray[np.int64] | slice) -> InputBatch:
@@ -68,4 +82,5 @@ class InputBatch:
             rotation_step_deg=self.rotation_step_deg[index],
             translation_step_mm=self.translation_step_mm[index],
             orthonormality_error=self.orthonormality_error[index],
+            isocenter_bound_mm=self.isocenter_bound_mm[index],
         )

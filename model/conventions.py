@@ -1,4 +1,4 @@
-"""The 48 hypotheses of SPEC section 2: rotation order, direction and patient position.
+"""The 96 hypotheses of SPEC section 2: rotation order, direction and patient position.
 
 A convention is ``(order, inverse, patient_position)``. Orders are extrinsic (fixed-axis)
 sequences; the intrinsic alias of an order is the same matrix sequence reversed and is
@@ -45,12 +45,24 @@ _AXIS_INDICES: dict[str, tuple[int, int, int]] = {
 
 
 class PatientPosition(str, Enum):
-    """DICOM Patient Position (0018,5100) values covered by SPEC section 2."""
+    """DICOM Patient Position (0018,5100) values covered by SPEC section 2 (PS3.3 C.7.3.1.1.2).
+
+    Decubitus right (``HFDR``, ``FFDR``) means lying on the right side.
+    """
 
     HFS = "HFS"
     HFP = "HFP"
     FFS = "FFS"
     FFP = "FFP"
+    HFDR = "HFDR"
+    HFDL = "HFDL"
+    FFDR = "FFDR"
+    FFDL = "FFDL"
+
+    @property
+    def decubitus(self) -> bool:
+        """Whether the patient lies on a side (SPEC section 2)."""
+        return self.value[2] == "D"
 
 
 #: Signed permutations ``P`` with ``v_iec = P · v_patient`` (SPEC section 2 table).
@@ -59,6 +71,10 @@ PATIENT_TO_IEC: dict[PatientPosition, FloatArray] = {
     PatientPosition.HFP: np.array([[-1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=np.float64),
     PatientPosition.FFS: np.array([[-1, 0, 0], [0, 0, -1], [0, -1, 0]], dtype=np.float64),
     PatientPosition.FFP: np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64),
+    PatientPosition.HFDR: np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float64),
+    PatientPosition.HFDL: np.array([[0, -1, 0], [0, 0, 1], [-1, 0, 0]], dtype=np.float64),
+    PatientPosition.FFDR: np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], dtype=np.float64),
+    PatientPosition.FFDL: np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]], dtype=np.float64),
 }
 
 
@@ -102,7 +118,7 @@ class Convention:
         return f"{self.order.value}/{direction}/{self.patient_position.value}"
 
 
-#: All 48 hypotheses, in a fixed order (position-major, then inverse, then order).
+#: All 96 hypotheses, in a fixed order (position-major, then inverse, then order).
 HYPOTHESES: tuple[Convention, ...] = tuple(
     Convention(order, inverse, position)
     for position in PatientPosition
@@ -112,11 +128,11 @@ HYPOTHESES: tuple[Convention, ...] = tuple(
 HYPOTHESIS_INDEX: dict[Convention, int] = {h: i for i, h in enumerate(HYPOTHESES)}
 N_HYPOTHESES = len(HYPOTHESES)
 
-#: ``P`` for each hypothesis, shape (48, 3, 3).
+#: ``P`` for each hypothesis, shape (H, 3, 3) with ``H = N_HYPOTHESES`` (96).
 PERMUTATIONS: FloatArray = np.stack([h.permutation for h in HYPOTHESES])
-#: ``inverse`` for each hypothesis, shape (48,).
+#: ``inverse`` for each hypothesis, shape (H,).
 INVERSE_FLAGS: npt.NDArray[np.bool_] = np.array([h.inverse for h in HYPOTHESES])
-#: Order index (into ``RotationOrder``) for each hypothesis, shape (48,).
+#: Order index (into ``RotationOrder``) for each hypothesis, shape (H,).
 ORDER_INDEX: npt.NDArray[np.int64] = np.array(
     [list(RotationOrder).index(h.order) for h in HYPOTHESES]
 )

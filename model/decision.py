@@ -19,9 +19,11 @@ from model.conventions import HYPOTHESES, Convention
 from model.decoder import DecoderOutput, ModelInfo
 from model.errors import InvalidReason
 from model.geometry import (
+    DEFAULT_ISOCENTER_BOUND_MM,
     displacement_bound_mm,
     forward,
     implied_offsets,
+    no_isocenter_excess,
     wrap_degrees,
 )
 from model.offset import CouchOffset, Precision
@@ -50,15 +52,20 @@ class DecisionKind(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class DecisionPolicy:
-    """Clinical-equivalence settings (SPEC section 4 defaults)."""
+    """Clinical-equivalence settings (SPEC section 4 defaults) and ``isocenter_bound_mm``, what
+    the translation of an input without an isocenter is checked against (docs/contract.md
+    section 3; default 2000)."""
 
     tolerance_mm: float = 1.0
     radius_mm: float = 100.0
     credible_mass: float = CREDIBLE_MASS
+    isocenter_bound_mm: float = DEFAULT_ISOCENTER_BOUND_MM
 
     def __post_init__(self) -> None:
         if not self.tolerance_mm > 0 or not self.radius_mm > 0:
             raise ValueError("tolerance_mm and radius_mm must be positive")
+        if not 0 < self.isocenter_bound_mm < float("inf"):
+            raise ValueError("isocenter_bound_mm must be positive and finite")
         if not 0 < self.credible_mass < 1:
             raise ValueError("credible_mass must be in (0, 1)")
 
@@ -210,7 +217,7 @@ def decide(
     posterior = np.exp(output.log_posterior)
     predicted = forward(
         batch.translation_mm, batch.rotation_deg, batch.isocenter_mm
-    )  # (N, 48, 4, 4)
+    )  # (N, H, 4, 4)
     centre = batch.isocenter_mm  # zeros (the origin of the rotation) where absent
     sets = credible_sets(posterior, policy.credible_mass)
     top_idx = np.argmax(posterior, axis=1)
@@ -221,7 +228,7 @@ def decide(
     res_t_all = np.abs(t_best - batch.translation_mm).max(axis=1)
     disp_all = displacement_bound_mm(
         predicted, predicted[np.arange(n), top_idx][:, None], centre[:, None, :], policy.radius_mm
-    )  # (N, 48)
+    )  # (N, H)
     records = []
     for i in range(n):
         best = int(top_idx[i])
@@ -243,6 +250,14 @@ def decide(
             where = f"{res_r:.3g}° in rotation"
             if res_t is not None:
                 where += f" and {res_t:.3g} mm in translation"
+            else:
+                outside = float(no_isocenter_excess(
+                    batch.matrix[i:i + 1], batch.translation_mm[i:i + 1],
+                    batch.translation_step_mm[i:i + 1], batch.isocenter_bound_mm[i:i + 1],
+                )[0, best].max())
+                if outside > 0:
+                    where += (f" and a translation {outside:.3g} mm beyond what any isocenter "
+                              f"within {float(batch.isocenter_bound_mm[i]):g} mm allows")
             reason = (
                 "no convention explains the data: the offset and the matrix disagree beyond the "
                 f"display precision (the best, {HYPOTHESES[best]}, leaves {where}; "

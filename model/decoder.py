@@ -28,16 +28,16 @@ class ModelInfo:
 class DecoderOutput:
     """A decoder's answer for a batch: the posterior, the input energies and OOD flags."""
 
-    log_posterior: FloatArray  # (N, 48): log softmax(−E(x, ·))
+    log_posterior: FloatArray  # (N, H), H = N_HYPOTHESES (96): log softmax(−E(x, ·))
     energy: FloatArray  # (N,): −logsumexp(−E(x, ·)); lower means more plausible
     out_of_distribution: npt.NDArray[np.bool_]  # (N,)
-    #: the offset each hypothesis reads from the matrix, ``(t (N, 48, 3) mm, r (N, 48, 3)°)``,
+    #: the offset each hypothesis reads from the matrix, ``(t (N, H, 3) mm, r (N, H, 3)°)``,
     #: when the decoder computed it anyway (:func:`model.geometry.implied_offsets`)
     implied_offsets: tuple[FloatArray, FloatArray] | None = None
 
 
 class Decoder(Protocol):
-    """A model that turns a batch of inputs into a posterior over the 48 conventions."""
+    """A model that turns a batch of inputs into a posterior over the 96 conventions."""
 
     info: ModelInfo
 

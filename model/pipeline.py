@@ -2,7 +2,9 @@
 
 Used by ``sro-decoder decode`` and by the node's C-STORE handler alike, so both give the same
 record for the same object: the same structure check of the encoded bytes first
-(:func:`structure_problem`, PS3.5 section 7), then SPEC section 1's checks, then the decoder.
+(:func:`structure_problem`, PS3.5 section 7), then the input adapter that recognises the data
+set (:class:`model.inputs.AdapterRegistry`: the checks of docs/contract.md section 1), then the
+decoder.
 Nothing about one object stops the others: every failure becomes that object's ``invalid``
 record.
 """
@@ -32,49 +34,75 @@ from model.decision import (
     no_offset_record,
 )
 from model.decoder import Decoder
-from model.dicom.sro import SpatialRegistration, read, sop_instance_uid_of
+from model.dicom.sro import sop_instance_uid_of
 from model.dicom.structure import StructureError, check_structure
-from model.errors import InvalidReason, SROError
-from model.offset import DEFAULT_PROFILE, CouchOffset, OffsetProfile
+from model.errors import InvalidReason
+from model.inputs import DEFAULT_REGISTRY, AdapterRegistry, InvalidInput, RegistrationInput
+from model.inputs.profiles import DEFAULT_PROFILE, OffsetProfile
+from model.offset import CouchOffset, Precision, TranslationUnit
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """Per-call settings: the offset profile (with precision), overrides, decision policy."""
+    """Per-call settings: the offset profile (with precision), overrides, decision policy, and
+    the input adapters data sets are read through (:mod:`model.inputs`)."""
 
     profile: OffsetProfile = DEFAULT_PROFILE
     policy: DecisionPolicy = field(default_factory=DecisionPolicy)
     offset_override: CouchOffset | None = None
     isocenter_override: tuple[float, float, float] | None = None
+    adapters: AdapterRegistry = DEFAULT_REGISTRY
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A dataset after SPEC section 1 checks: either a registration or an invalid record."""
-
-    registration: SpatialRegistration | None
-    record: DecodeRecord | None
+def decode_options(
+    *,
+    offset: Sequence[float] | None = None,
+    isocenter: Sequence[float] | None = None,
+    rotation_step_deg: float | None = None,
+    translation_step_mm: float | None = None,
+    translation_unit: str | None = None,
+    tolerance_mm: float | None = None,
+    radius_mm: float | None = None,
+    isocenter_bound_mm: float | None = None,
+    base: OffsetProfile = DEFAULT_PROFILE,
+) -> DecodeOptions:
+    """The options of ``sro-decoder decode``'s flags (``None``: not given, the default), so that
+    every caller (the command, the REST API) decodes the same bytes the same way: the offset
+    profile of docs/contract.md section 5 with the precision given, an offset ``TX,TY,TZ,RX,RY,RZ``
+    and isocenter overriding the private block, the decision policy of section 4."""
+    precision = Precision(
+        rotation_step_deg=rotation_step_deg or base.precision.rotation_step_deg,
+        translation_step_mm=translation_step_mm or base.precision.translation_step_mm,
+    )
+    unit = TranslationUnit(translation_unit) if translation_unit else base.translation_unit
+    profile = dataclasses.replace(base, translation_unit=unit, precision=precision)
+    default = DecisionPolicy()
+    policy = DecisionPolicy(
+        tolerance_mm=tolerance_mm or default.tolerance_mm,
+        radius_mm=radius_mm or default.radius_mm,
+        isocenter_bound_mm=isocenter_bound_mm or default.isocenter_bound_mm,
+    )
+    override = None
+    iso = None if isocenter is None else (float(isocenter[0]), float(isocenter[1]),
+                                          float(isocenter[2]))
+    if offset is not None:
+        override = profile.convert(tuple(offset[:3]), tuple(offset[3:]), iso)
+    return DecodeOptions(profile=profile, policy=policy, offset_override=override,
+                         isocenter_override=iso)
 
 
 def _prepare(
     ds: Dataset, decoder: Decoder, options: DecodeOptions, path: str | None
-) -> tuple[SpatialRegistration | None, DecodeRecord | None]:
-    uid = sop_instance_uid_of(ds)
-    try:
-        reg = read(ds, options.profile)
-    except SROError as exc:
+) -> tuple[RegistrationInput | None, DecodeRecord | None]:
+    """Read ``ds`` through the input adapters; the input to decode (its offset being the first
+    source of docs/contract.md section 1.7 that holds one), or the object's record."""
+    read = options.adapters.read(ds, options.profile)
+    if isinstance(read, InvalidInput):
         return None, invalid_record(
-            decoder.info, exc.code, exc.message, path=path, sop_instance_uid=uid
-        )
-    except Exception as exc:  # a malformed element pydicom cannot convert, etc.
-        return None, invalid_record(
-            decoder.info,
-            InvalidReason.UNREADABLE,
-            f"the dataset cannot be understood: {type(exc).__name__}: {exc}",
-            path=path,
-            sop_instance_uid=uid,
-        )
-    offset = options.offset_override or reg.offset
+            decoder.info, read.reason, read.message, path=path,
+            sop_instance_uid=read.sop_instance_uid)
+    reg = read.registration
+    offset = options.offset_override or read.offset
     if offset is not None and options.isocenter_override is not None:
         offset = dataclasses.replace(offset, isocenter_mm=options.isocenter_override)
     if offset is None:
@@ -85,7 +113,7 @@ def _prepare(
             sop_instance_uid=reg.sop_instance_uid,
             warnings=reg.warnings,
         )
-    return dataclasses.replace(reg, offset=offset), None
+    return (read if offset is read.offset else RegistrationInput(reg, offset)), None
 
 
 def decode_datasets(
@@ -98,7 +126,7 @@ def decode_datasets(
     A ``None`` dataset is a file that could not be read; its error text becomes the reason.
     """
     out: list[DecodeRecord | None] = [None] * len(datasets)
-    todo: list[tuple[int, SpatialRegistration]] = []
+    todo: list[tuple[int, RegistrationInput]] = []
     for i, (ds, path, error) in enumerate(datasets):
         if ds is None:
             out[i] = invalid_record(
@@ -130,21 +158,22 @@ def decode_datasets(
                         decision=DecisionKind.INVALID, reason_code=InvalidReason.DECODE_ERROR,
                         reason=f"the decoder failed: {type(exc).__name__}: {exc}",
                         model=decoder.info))
-        for (i, reg), record in zip(todo, decided, strict=True):
+        for (i, ready), record in zip(todo, decided, strict=True):
             out[i] = dataclasses.replace(
                 record,
                 path=datasets[i][1],
-                sop_instance_uid=reg.sop_instance_uid,
-                warnings=reg.warnings,
+                sop_instance_uid=ready.registration.sop_instance_uid,
+                warnings=ready.registration.warnings,
             )
     return [r for r in out if r is not None]
 
 
-def _decide(todo: list[tuple[int, SpatialRegistration]], decoder: Decoder,
+def _decide(todo: list[tuple[int, RegistrationInput]], decoder: Decoder,
             options: DecodeOptions) -> list[DecodeRecord]:
     precision = options.profile.precision
     inputs = [
-        DecodeInput(r.matrix, r.offset, precision, r.orthonormality_error)  # type: ignore[arg-type]
+        DecodeInput(r.registration.matrix, r.offset, precision,  # type: ignore[arg-type]
+                    r.registration.orthonormality_error, options.policy.isocenter_bound_mm)
         for _, r in todo
     ]
     batch = InputBatch.from_inputs(inputs)

@@ -29,6 +29,7 @@ class Source(str, Enum):
 
     C_STORE = "c-store"
     RECONCILIATION = "reconciliation"
+    STOW_RS = "stow-rs"  # DICOMweb Store over HTTP (PS3.18 section 10.5)
 
 
 class AlertState(str, Enum):

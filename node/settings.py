@@ -6,7 +6,7 @@ flags. Each section is a frozen pydantic model and holds the only copy of its de
 shipped file documents them; a test keeps the two equal). A wrong value or name raises
 :class:`SettingsError` naming the setting (``[section] key``), so start-up stops with a message
 instead of failing later. Offset profiles (SPEC section 5) map calling AE titles to
-:class:`model.offset.OffsetProfile`; the decision section gives
+:class:`model.inputs.profiles.OffsetProfile`; the decision section gives
 :class:`model.decision.DecisionPolicy`.
 """
 
@@ -46,7 +46,8 @@ from pydantic_settings import (
 )
 
 from model.decision import DecisionPolicy
-from model.offset import OffsetProfile, Precision, TranslationUnit
+from model.inputs.profiles import OffsetProfile
+from model.offset import Precision, TranslationUnit
 
 ENV_PREFIX = "SRO_DECODER_"
 #: AE titles: 1-16 characters of the default repertoire, no backslash or control characters
@@ -181,6 +182,7 @@ _POLICY = DecisionPolicy()  # the decision defaults live in model.decision
 class DecisionSettings(Section):
     tolerance_mm: Float = Field(_POLICY.tolerance_mm, gt=0)
     radius_mm: Float = Field(_POLICY.radius_mm, gt=0)
+    isocenter_bound_mm: Float = Field(_POLICY.isocenter_bound_mm, gt=0)
 
 
 class SmtpSettings(Section):
@@ -225,7 +227,30 @@ class LogSettings(Section):
     format: Literal["json", "text"] = "json"
 
 
-_OFFSET = OffsetProfile()  # the offset profile's defaults live in model.offset
+class WebSettings(Section):
+    """The web console, REST API, STOW-RS and metrics (node/web, docs/contract.md section 5)."""
+
+    enabled: Bool = False
+    host: NonEmpty = "127.0.0.1"
+    port: Int = Field(8080, ge=0, le=65535)
+    tls_certificate: Annotated[str, _checked(lambda s: not s or Path(s).is_file(),
+                                             "is not a file")] = ""
+    tls_key: Annotated[str, _checked(lambda s: not s or Path(s).is_file(), "is not a file")] = ""
+    session_lifetime_s: Float = Field(8 * 3600.0, gt=0)
+    login_failure_delay_s: Float = Field(1.0, ge=0, le=60)
+    ready_min_free_mb: Int = Field(500, ge=0)
+    ready_max_alert_age_s: Float = Field(3600.0, gt=0)
+    stow_max_request_bytes: Int = Field(256 * 1024 * 1024, gt=0)
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls(cls, value: str, info: ValidationInfo) -> str:
+        if bool(value) != bool(info.data.get("tls_certificate")):
+            raise ValueError("tls_certificate and tls_key are given together or not at all")
+        return value
+
+
+_OFFSET = OffsetProfile()  # the offset profile's defaults live in model.inputs.profiles
 _ZERO_IS_NONE = ("group", "isocenter_element", "console_element")
 Element = Annotated[Int, Field(ge=0, le=255)]
 
@@ -274,6 +299,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
+    web: WebSettings = WebSettings()
     #: offset profiles by name; ``default`` applies to every calling AE title no other lists
     profiles: dict[str, ProfileSettings] = Field(
         default_factory=lambda: {"default": ProfileSettings()})

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the tests need on a fresh Debian machine, then runs ruff, mypy and pytest.
+# Installs everything the tests need on a fresh Debian machine, then runs ruff, mypy, import-linter and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian's dcmtk (storescu, echoscu, storescp) and dicom3tools (dciodvfy); `command -v storescu`
@@ -12,4 +12,5 @@ fi
 python3 -m pip install -q -e '.[dev]'
 echo "== ruff" && python3 -m ruff check .
 echo "== mypy" && python3 -m mypy
+echo "== import-linter" && lint-imports --no-cache
 echo "== pytest" && python3 -m pytest -q -p no:cacheprovider "$@"

@@ -1,7 +1,9 @@
 """The exact analytic decoder against SPEC sections 3-4, on synthetic data with known truth.
 
 "Explains" is re-derived here independently of the decoder: a hypothesis explains a case when
-every component of the offset it implies lies within half a display step of the reported one.
+every component of the offset it implies lies within half a display step of the reported one;
+without an isocenter, when the rotations do and the translation passes the checks of
+docs/contract.md section 3 (re-derived with SciPy's rotation vector).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy.spatial.transform import Rotation
 
 from model.batch import InputBatch
+from model.conventions import HYPOTHESES, INVERSE_FLAGS, N_HYPOTHESES, PERMUTATIONS
 from model.decision import DecisionKind, DecisionPolicy, DecodeRecord, credible_sets, decide
 from model.decoders.analytic import AnalyticDecoder, log_rounding_cell
 from model.geometry import displacement_bound_mm, forward, implied_offsets, wrap_degrees
@@ -24,8 +28,32 @@ def _decode(data: SynthSet, policy: DecisionPolicy | None = None) -> list[Decode
     return decide(data.batch, DECODER.decode(data.batch), DECODER.info, policy or DecisionPolicy())
 
 
+def _no_isocenter_ok(batch: InputBatch, slack: float, bound: float = 2000.0
+                     ) -> npt.NDArray[np.bool_]:
+    """(N, 96): the three checks of docs/contract.md section 3, from their definition."""
+    m = batch.matrix
+    n = len(batch)
+    s = batch.translation_step_mm
+    out = np.zeros((n, N_HYPOTHESES), dtype=bool)
+    for h in range(N_HYPOTHESES):
+        p = PERMUTATIONS[h]
+        corr = np.linalg.inv(m) if INVERSE_FLAGS[h] else m
+        rotvec = Rotation.from_matrix(corr[:, :3, :3]).as_rotvec()
+        theta = np.linalg.norm(rotvec, axis=1)
+        axis = rotvec / np.maximum(theta, 1e-300)[:, None]
+        w = corr[:, :3, 3] - batch.translation_mm @ p  # d_T − u, u = Pᵀ t
+        along = np.abs((axis * w).sum(1))
+        across = np.linalg.norm(w - (axis * w).sum(1)[:, None] * axis, axis=1)
+        spread = 2 * np.sin(theta / 2) * bound
+        ok = along <= np.abs(axis @ p.T).sum(1) * s / 2 + slack
+        ok &= across <= spread + np.sqrt(3) * s / 2 + slack
+        ok &= (np.abs(w @ p.T) <= (s / 2 + spread + slack)[:, None]).all(1)
+        out[:, h] = ok
+    return out
+
+
 def _explains(batch: InputBatch, slack: float = 1e-6) -> npt.NDArray[np.bool_]:
-    """(N, 48): the implied offset rounds to the reported one (brute force, no noise model)."""
+    """(N, 96): the implied offset rounds to the reported one (brute force, no noise model)."""
     t, r = implied_offsets(batch.matrix, batch.isocenter_mm)
     ok_r = np.abs(wrap_degrees(r - batch.rotation_deg[:, None])) <= (
         batch.rotation_step_deg[:, None, None] / 2 + slack
@@ -33,7 +61,8 @@ def _explains(batch: InputBatch, slack: float = 1e-6) -> npt.NDArray[np.bool_]:
     ok_t = np.abs(t - batch.translation_mm[:, None]) <= (
         batch.translation_step_mm[:, None, None] / 2 + slack
     )
-    return ok_r.all(-1) & (ok_t.all(-1) | ~batch.has_isocenter[:, None])
+    ok_t = np.where(batch.has_isocenter[:, None], ok_t.all(-1), _no_isocenter_ok(batch, slack))
+    return ok_r.all(-1) & ok_t
 
 
 def _confident_wrong(data: SynthSet, records: list[DecodeRecord], tolerance: float = 1.0) -> int:
@@ -90,13 +119,45 @@ def test_corrupted_cases_are_out_of_distribution_unless_explained_exactly() -> N
     assert (~ood[explained]).all()
     assert ood.mean() >= 0.99
     # the few explained ones are coincidences, not decoder errors: a sign flip of a rotation
-    # that rounds to zero, or a decubitus case whose axes happen to be symmetric
+    # that rounds to zero, or an orientation outside the eight whose axes happen to be
+    # symmetric
     for j in np.flatnonzero(explained):
         kind = data.corruption[j]
         if kind is Corruption.SIGN_FLIP:
             assert (np.abs(data.batch.rotation_deg[j]) < 1e-9).any()
         else:
-            assert kind is Corruption.DECUBITUS
+            assert kind is Corruption.OTHER_ORIENTATION
+
+
+def test_no_isocenter_translation_is_checked() -> None:
+    """docs/contract.md section 3: without an isocenter the decoder keeps exactly the
+    hypotheses the three translation checks leave (re-derived), so a translation reported in
+    cm is out of distribution, and clean cases lose ambiguity, never the truth."""
+    data = generate(SynthConfig(n=600, seed=108, isocenter_fraction=0.0, corrupt_fraction=1.0,
+                                corruptions=(Corruption.CENTIMETRES,)))
+    explained = _explains(data.batch).any(axis=1)
+    # beyond the matrix's DS noise on the checks (up to 2·10⁻⁶ · 2000 mm for 6 digits)
+    unexplained = ~_explains(data.batch, slack=0.02).any(axis=1)
+    records = _decode(data)
+    ood = np.array([r.decision is DecisionKind.OUT_OF_DISTRIBUTION for r in records])
+    assert ood[unexplained].all() and (~ood[explained]).all()
+    assert ood.mean() > 0.9  # cm without an isocenter: rotations alone explained every one
+    reasons = [r.reason or "" for r in records if r.decision is DecisionKind.OUT_OF_DISTRIBUTION]
+    assert sum("beyond what any isocenter within 2000 mm allows" in t for t in reasons) > 0.9 * len(
+        reasons)
+
+    clean = generate(SynthConfig(n=600, seed=109, isocenter_fraction=0.0,
+                                 precision=Precision(0.5, 0.1)))
+    off = AnalyticDecoder(no_isocenter_translation=False)
+    kinds = {}
+    for name, dec in (("on", DECODER), ("off", off)):
+        recs = decide(clean.batch, dec.decode(clean.batch), dec.info, DecisionPolicy())
+        assert _confident_wrong(clean, recs) == 0
+        kinds[name] = np.array([r.decision is DecisionKind.AMBIGUOUS for r in recs])
+    assert kinds["on"].sum() < 0.75 * kinds["off"].sum()
+    post = np.exp(DECODER.decode(clean.batch).log_posterior)
+    assert (post[~_explains(clean.batch, slack=0.02)] < 1e-6).all()
+    assert _truth_coverage(clean) == 1.0
 
 
 def test_posterior_is_uniform_over_explaining_hypotheses() -> None:
@@ -136,3 +197,26 @@ def test_rounding_cell_likelihood() -> None:
     outside = log_rounding_cell(np.array([0.06, 3.0]), step, sigma)
     assert (outside < np.log(1e-6)).all()
     assert np.isfinite(outside).all()
+
+
+def test_synth_draws_all_eight_positions_and_out_of_space_orientations() -> None:
+    """Synthetic patients lie in any of the eight positions (decubitus included, SPEC section
+    2); ``other_orientation`` puts the axes in none of them, so its truth is outside."""
+    from model.conventions import PATIENT_TO_IEC, PatientPosition
+    from model.training.synth import OTHER_ORIENTATIONS, position_weights
+
+    data = generate(SynthConfig(n=1500, seed=110, positions=tuple(position_weights("all").items()),
+                                corrupt_fraction=0.2, corruptions=(Corruption.OTHER_ORIENTATION,)))
+    clean = data.truth >= 0
+    assert {HYPOTHESES[int(k)].patient_position for k in data.truth[clean]} == set(PatientPosition)
+    assert (data.truth[data.corrupted] == -1).all()
+    assert len(OTHER_ORIENTATIONS) == 16
+    for p in OTHER_ORIENTATIONS.values():
+        assert np.isclose(np.linalg.det(p), 1.0)
+        assert not any(np.array_equal(p, q) for q in PATIENT_TO_IEC.values())
+    ood = np.array([r.decision is DecisionKind.OUT_OF_DISTRIBUTION for r in _decode(data)])
+    assert ood[data.corrupted].mean() > 0.95 and not ood[clean].any()
+    assert position_weights("HFDR, ffdl") == {PatientPosition.HFDR: 1.0,
+                                               PatientPosition.FFDL: 1.0}
+    with pytest.raises(ValueError):
+        position_weights("HFX")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from model.conventions import Convention, PatientPosition, RotationOrder
+from model.conventions import N_HYPOTHESES, Convention, PatientPosition, RotationOrder
 from model.dicom.sro import write
 from model.geometry import forward
 from model.offset import CouchOffset
@@ -123,7 +123,7 @@ def test_no_offset_lists_implied_offsets(tmp_path: Path) -> None:
     (rec,) = _lines(proc.stdout)
     assert rec["decision"] == "no_offset"
     assert rec["convention"] is None and rec["probability"] is None and rec["residual"] is None
-    assert len(rec["implied_offsets"]) == 48
+    assert len(rec["implied_offsets"]) == N_HYPOTHESES == 96
     assert np.allclose(rec["implied_offsets"][7]["rotation_deg"], [1.0, -2.0, 0.5], atol=1e-6)
 
 

@@ -105,6 +105,18 @@ def test_a_damaged_deflate_stream_is_refused(valid_sro: Dataset) -> None:
         check_structure(stream[:-10], implicit=False, little=True, deflated=True)
 
 
+def test_a_deflate_bomb_is_refused_before_it_is_inflated(valid_sro: Dataset) -> None:
+    body = encode(valid_sro, TRANSFER_SYNTAXES[2])
+    # a valid data set followed by a long private OB value of zeros: 1,000 times smaller deflated
+    padding = b"\x09\x00\x10\x10OB\x00\x00" + struct.pack("<I", 4_000_000) + bytes(4_000_000)
+    stream = deflate(body + padding)
+    assert len(stream) < 10_000
+    check_structure(stream, implicit=False, little=True, deflated=True)  # whole, under the bound
+    with pytest.raises(StructureError, match="inflates to more than 1000000 bytes"):
+        check_structure(stream, implicit=False, little=True, deflated=True,
+                        max_inflated=1_000_000)
+
+
 @pytest.mark.parametrize("junk", [b"", b"\xfe\xff\x00\xe0", b"\xfe\xff\x00\xe0\xff\xff\xff\xff",
                                   b"\x00" * 7, bytes(range(256))])
 def test_the_fast_reader_only_ever_hands_over(junk: bytes) -> None:

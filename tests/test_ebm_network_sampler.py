@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model.conventions import N_HYPOTHESES
 from model.decoders.energy.features import N_FEATURES, Context
 from model.decoders.energy.network import EnergyNet, input_energy, log_posterior
 from model.training.sampler import LangevinSampler, SamplerConfig
 
 
 def test_energy_sign_conventions() -> None:
-    e = torch.tensor([[0.0, 2.0, 5.0] + [50.0] * 45])
+    e = torch.tensor([[0.0, 2.0, 5.0] + [50.0] * (N_HYPOTHESES - 3)])
     post = log_posterior(e).exp()
     # lower energy, higher probability
     assert post[0, 0] > post[0, 1] > post[0, 2]
@@ -27,10 +28,10 @@ def test_energy_sign_conventions() -> None:
 def test_network_is_shared_across_hypotheses() -> None:
     torch.manual_seed(0)
     net = EnergyNet(hidden=16)
-    f = torch.randn(5, 48, N_FEATURES)
-    perm = torch.randperm(48)
+    f = torch.randn(5, N_HYPOTHESES, N_FEATURES)
+    perm = torch.randperm(N_HYPOTHESES)
     e = net(f)
-    assert e.shape == (5, 48)
+    assert e.shape == (5, N_HYPOTHESES)
     torch.testing.assert_close(net(f[:, perm]), e[:, perm])
     f2 = f.clone()
     f2[:, 7] = f[:, 3]
@@ -39,10 +40,12 @@ def test_network_is_shared_across_hypotheses() -> None:
 
 
 def _toy_context(n: int) -> Context:
-    theta = torch.zeros(n, 48, 6, dtype=torch.float64)
+    theta = torch.zeros(n, N_HYPOTHESES, 6, dtype=torch.float64)
     return Context(theta, torch.ones(n, 6, dtype=torch.float64),
                    torch.full((n, 6), 1e-3, dtype=torch.float64),
-                   torch.ones(n, dtype=torch.float64))
+                   torch.ones(n, dtype=torch.float64),
+                   torch.zeros(n, N_HYPOTHESES, 3, dtype=torch.float64),
+                   torch.zeros(n, 3, dtype=torch.float64))
 
 
 def _quadratic(ctx: Context, rho: torch.Tensor) -> torch.Tensor:

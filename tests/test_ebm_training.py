@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.conventions import N_HYPOTHESES
 from model.decoders.energy.card import ModelCard
 from model.decoders.energy.inference import load_energy_decoder, sha256_of
 from model.training.data import Role, mixture
@@ -98,7 +99,7 @@ def test_tiny_training_is_deterministic_and_learns() -> None:
     b = fit(TINY, train, val)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
-    assert a.history[-1]["validation_nll"] < np.log(48) - 1.0  # far better than uniform
+    assert a.history[-1]["validation_nll"] < np.log(N_HYPOTHESES) - 1.0  # far better than uniform
     c = fit(replace(TINY, seed=4), train, val)
     assert not torch.equal(c.net.body[0].weight, a.net.body[0].weight)
 

@@ -1,4 +1,4 @@
-"""SPEC section 3: the forward model and its inverse, for all 48 hypotheses."""
+"""SPEC sections 2-3: the 96 hypotheses, the forward model, its inverse, the no-isocenter checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from model.conventions import HYPOTHESES, PATIENT_TO_IEC, Convention, PatientPosition, RotationOrder
+from model.conventions import (
+    HYPOTHESES,
+    N_HYPOTHESES,
+    PATIENT_TO_IEC,
+    Convention,
+    PatientPosition,
+    RotationOrder,
+)
 from model.geometry import (
     displacement_bound_mm,
     euler_to_matrix,
@@ -24,9 +31,12 @@ coord = st.floats(-1000.0, 1000.0, allow_nan=False)
 vec3 = lambda s: st.tuples(s, s, s)  # noqa: E731
 
 
-def test_48_distinct_hypotheses() -> None:
-    assert len(HYPOTHESES) == 48
-    assert len(set(HYPOTHESES)) == 48
+def test_96_distinct_hypotheses() -> None:
+    assert N_HYPOTHESES == len(HYPOTHESES) == 96
+    assert len(set(HYPOTHESES)) == 96
+    assert {h.patient_position.value for h in HYPOTHESES} == {
+        "HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL"
+    }
     assert {h.order.intrinsic_alias for h in HYPOTHESES} == {
         "ZYX",
         "YZX",
@@ -42,6 +52,28 @@ def test_permutations_are_proper_rotations(position: PatientPosition) -> None:
     p = PATIENT_TO_IEC[position]
     assert np.allclose(p @ p.T, np.eye(3))
     assert np.isclose(np.linalg.det(p), 1.0)
+    assert np.array_equal(p[0], np.cross(p[1], p[2]))  # X_iec = Y_iec × Z_iec
+    assert set(np.abs(p).sum(axis=0)) == {1.0}  # a signed permutation
+
+
+#: SPEC section 2's table: the patient axis (x left, y posterior, z superior) each IEC axis is.
+SPEC_TABLE = {
+    "HFS": ("+x", "+z", "-y"), "HFP": ("-x", "+z", "+y"),
+    "FFS": ("-x", "-z", "-y"), "FFP": ("+x", "-z", "+y"),
+    "HFDR": ("+y", "+z", "+x"), "HFDL": ("-y", "+z", "-x"),
+    "FFDR": ("-y", "-z", "+x"), "FFDL": ("+y", "-z", "-x"),
+}
+
+
+def test_permutations_are_spec_table() -> None:
+    assert {p.value for p in PatientPosition} == set(SPEC_TABLE)
+    for name, rows in SPEC_TABLE.items():
+        expected = np.zeros((3, 3))
+        for i, cell in enumerate(rows):
+            expected[i, "xyz".index(cell[1])] = 1.0 if cell[0] == "+" else -1.0
+        assert np.array_equal(PATIENT_TO_IEC[PatientPosition(name)], expected), name
+    decubitus = {p.value for p in PatientPosition if p.decubitus}
+    assert decubitus == {"HFDR", "HFDL", "FFDR", "FFDL"}
 
 
 @pytest.mark.parametrize("order", list(RotationOrder))
@@ -85,9 +117,9 @@ def test_forward_matches_spec_formula_directly() -> None:
 def test_inverse_of_forward_is_identity_with_isocenter(
     t: tuple[float, ...], r: tuple[float, ...], c: tuple[float, ...]
 ) -> None:
-    m = forward(np.array([t]), np.array([r]), np.array([c]))[0]  # (48, 4, 4)
-    t_h, r_h = implied_offsets(m, np.tile(np.array(c), (48, 1)))
-    k = np.arange(48)
+    m = forward(np.array([t]), np.array([r]), np.array([c]))[0]  # (96, 4, 4)
+    t_h, r_h = implied_offsets(m, np.tile(np.array(c), (N_HYPOTHESES, 1)))
+    k = np.arange(N_HYPOTHESES)
     assert np.allclose(r_h[k, k], np.array(r), atol=1e-9)
     assert np.allclose(t_h[k, k], np.array(t), atol=1e-7)
 
@@ -98,8 +130,8 @@ def test_inverse_of_forward_is_identity_without_translation(
     r: tuple[float, ...], c: tuple[float, ...]
 ) -> None:
     m = forward(np.zeros((1, 3)), np.array([r]), np.array([c]))[0]
-    t_h, r_h = implied_offsets(m, np.tile(np.array(c), (48, 1)))
-    k = np.arange(48)
+    t_h, r_h = implied_offsets(m, np.tile(np.array(c), (N_HYPOTHESES, 1)))
+    k = np.arange(N_HYPOTHESES)
     assert np.allclose(r_h[k, k], np.array(r), atol=1e-9)
     assert np.allclose(t_h[k, k], 0.0, atol=1e-7)
 
@@ -111,16 +143,16 @@ def test_inverse_of_forward_without_isocenter_recovers_rotation(
 ) -> None:
     m = forward(np.array([t]), np.array([r]))[0]
     t_h, r_h = implied_offsets(m)
-    k = np.arange(48)
+    k = np.arange(N_HYPOTHESES)
     assert np.allclose(r_h[k, k], np.array(r), atol=1e-9)
     assert np.allclose(t_h[k, k], np.array(t), atol=1e-9)  # about the origin
 
 
 def test_hypotheses_differ_for_generic_offsets() -> None:
     m = forward(np.array([[1.0, 2.0, 3.0]]), np.array([[2.0, -1.0, 3.0]]), np.zeros((1, 3)))[0]
-    flat = m.reshape(48, -1)
+    flat = m.reshape(N_HYPOTHESES, -1)
     dist = np.abs(flat[:, None] - flat[None]).max(axis=-1)
-    assert (dist + np.eye(48) > 1e-6).all()
+    assert (dist + np.eye(N_HYPOTHESES) > 1e-6).all()
 
 
 def test_rigid_inverse() -> None:
@@ -185,10 +217,80 @@ def test_implied_offsets_closed_form_is_its_definition(
 
     m = forward(np.array([t]), np.array([r]), np.array([c]))[0, 7]
     got_t, got_r = implied_offsets(m[None], np.array([c]))
-    for h in range(48):
+    for h in range(N_HYPOTHESES):
         corr = rigid_inverse(m) if INVERSE_FLAGS[h] else m
         p = PERMUTATIONS[h]
         u = corr[:3, 3] - np.array(c) + corr[:3, :3] @ np.array(c)
         expected_r = wrap_degrees(matrix_to_euler(ORDERS[ORDER_INDEX[h]], p @ corr[:3, :3] @ p.T))
         np.testing.assert_allclose(got_t[0, h], p @ u, atol=1e-9)
         np.testing.assert_allclose(got_r[0, h], expected_r, atol=1e-9)
+
+
+def test_rotation_axis_chord_any_angle() -> None:
+    """``R·n = n`` and ``2 sin(θ/2)`` for random rotations of every size (past 90° too), and an
+    exact identity (θ = 0) gives a unit axis and a zero chord."""
+    from model.geometry import rotation_axis_chord
+
+    rot = Rotation.random(500, random_state=3)
+    m = np.tile(np.eye(4), (501, 1, 1))
+    m[:500, :3, :3] = rot.as_matrix()
+    axis, chord = rotation_axis_chord(m)
+    assert np.allclose((m[:, :3, :3] @ axis[..., None])[..., 0], axis, atol=1e-9)
+    assert np.allclose(np.linalg.norm(axis, axis=1), 1.0)
+    assert np.allclose(chord[:500], 2 * np.sin(rot.magnitude() / 2), atol=1e-12)
+    assert chord[500] == 0.0
+
+
+@given(t=vec3(shift), r=vec3(angle), c=vec3(st.floats(-1150.0, 1150.0, allow_nan=False)),
+       step=st.sampled_from([0.01, 0.1, 0.5, 1.0]), digits=st.sampled_from([15, 8, 6]))
+@settings(max_examples=80, deadline=None)
+def test_no_isocenter_checks_never_exclude_the_truth(
+    t: tuple[float, ...], r: tuple[float, ...], c: tuple[float, ...], step: float, digits: int
+) -> None:
+    """docs/contract.md section 3: for every one of the 96 hypotheses, the matrix it builds
+    from the true offset about an isocenter with |c| ≤ 2000 (here ≤ 2000 by construction),
+    DS-rounded, passes all three checks against the displayed translation, within the
+    matrix's noise; and the checks exclude most of the other hypotheses."""
+    from model.dicom.sro import ds_round
+    from model.geometry import no_isocenter_excess, no_isocenter_sigma, rotation_block_error
+    from model.training.synth import round_to_step
+
+    m = forward(np.array([t]), np.array([r]), np.array([c]))[0]
+    m = np.stack([ds_round(x, digits) for x in m])
+    shown = np.repeat(round_to_step(np.array([t]), step), N_HYPOTHESES, axis=0)
+    excess = no_isocenter_excess(m, shown, np.full(N_HYPOTHESES, step))  # (96, 96, 3)
+    sigma = no_isocenter_sigma(m, rotation_block_error(m)[0])
+    k = np.arange(N_HYPOTHESES)
+    assert (excess[k, k] <= 2.0 * sigma[:, None]).all()
+
+
+def test_no_isocenter_checks_exclude_other_hypotheses() -> None:
+    """The checks are not vacuous: with rotations of a few degrees and shifts of a few mm,
+    the along-axis check alone rules out most hypotheses with another direction or position."""
+    from model.geometry import no_isocenter_excess
+
+    rng = np.random.default_rng(5)
+    n = 400
+    t, r = rng.normal(0, 5, (n, 3)), rng.uniform(-3, 3, (n, 3))
+    c = rng.uniform(-300, 300, (n, 3))
+    truth = rng.integers(0, N_HYPOTHESES, n)
+    m = forward(t, r, c)[np.arange(n), truth]
+    excess = no_isocenter_excess(m, np.round(t, 1), np.full(n, 0.1))
+    assert (excess[np.arange(n), truth] <= 1e-9).all()
+    same = np.array([[HYPOTHESES[a].patient_position == HYPOTHESES[b].patient_position
+                      and HYPOTHESES[a].inverse == HYPOTHESES[b].inverse
+                      for b in range(N_HYPOTHESES)] for a in truth])
+    excluded = excess[..., 0] > 0
+    assert excluded[~same].mean() > 0.8
+    assert not excluded[same].any()  # the checks do not depend on the rotation order
+
+
+def test_no_isocenter_checks_at_zero_rotation_are_the_full_translation_check() -> None:
+    """θ = 0: the correction is the translation itself, compared component by component."""
+    from model.geometry import no_isocenter_excess
+
+    m = forward(np.array([[1.0, 2.0, 3.0]]), np.zeros((1, 3)))[0, :1]  # HFS, direct
+    inside = no_isocenter_excess(m, np.array([[1.04, 2.04, 2.96]]), np.array([0.1]))[0, 0]
+    outside = no_isocenter_excess(m, np.array([[1.0, 2.0, 3.1]]), np.array([0.1]))[0, 0]
+    assert (inside <= 0).all()
+    assert np.isclose(outside[2], 0.05)  # 0.1 off in one component: 0.05 beyond its half-step

@@ -16,6 +16,8 @@ from pydicom.dataset import Dataset
 from model.dicom.sro import SPATIAL_REGISTRATION_STORAGE, read, write
 from model.errors import InvalidReason, SROError
 from model.geometry import forward
+from model.inputs import PRIVATE_BLOCK
+from model.inputs.profiles import DEFAULT_PROFILE
 from model.offset import CouchOffset
 
 
@@ -35,7 +37,7 @@ def test_read_round_trip(valid_sro: Dataset, offset: CouchOffset) -> None:
     reg = read(valid_sro)
     expected = forward([offset.translation_mm], [offset.rotation_deg], [offset.isocenter_mm])[0, 0]
     assert np.allclose(reg.matrix, expected, atol=1e-9)
-    assert reg.offset == offset
+    assert PRIVATE_BLOCK.read(valid_sro, DEFAULT_PROFILE).offset == offset
     assert reg.sop_instance_uid == valid_sro.SOPInstanceUID
     assert reg.registered_frame_of_reference_uid != reg.frame_of_reference_uid
     assert reg.warnings == ()
@@ -65,7 +67,7 @@ def test_missing_reference_item_is_identity_with_warning(offset: CouchOffset) ->
 
 
 def test_no_offset_is_none(offset: CouchOffset) -> None:
-    assert read(write(np.eye(4), None)).offset is None
+    assert PRIVATE_BLOCK.read(write(np.eye(4), None), DEFAULT_PROFILE).offset is None
 
 
 def _wrong_sop_class(ds: Dataset) -> None:
@@ -195,8 +197,8 @@ def test_each_invalid_check_has_its_code(
     # through a file, as the decoder sees it
     path = tmp_path / "bad.dcm"
     ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(SROError) as info:
-        read(pydicom.dcmread(path))
+    with pytest.raises(SROError) as info:  # the registration's checks, then the offset block's
+        PRIVATE_BLOCK.read(pydicom.dcmread(path), DEFAULT_PROFILE)
     assert info.value.code is code
     assert info.value.message  # a sentence for people
     assert code.value in str(info.value)
@@ -272,5 +274,4 @@ def test_offset_read_from_implicit_vr_file(
     valid_sro.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     path = tmp_path / "implicit.dcm"
     valid_sro.save_as(path, enforce_file_format=True)
-    reg = read(pydicom.dcmread(path))
-    assert reg.offset == offset
+    assert PRIVATE_BLOCK.read(pydicom.dcmread(path), DEFAULT_PROFILE).offset == offset

@@ -1,8 +1,10 @@
 """Reading and writing Spatial Registration Storage instances (PS3.3 A.39, C.20.2; SPEC section 1).
 
-:func:`read` checks every assumption of SPEC section 1 and turns a dataset into one frozen
-:class:`SpatialRegistration` in one step, or raises :class:`SROError` naming the failed check.
-:func:`write` builds a complete instance with the couch offset in the private block.
+:func:`read` checks every assumption of docs/contract.md section 1.1 and 1.4 and turns a data set
+into one frozen :class:`SpatialRegistration` in one step, or raises :class:`SROError` naming the
+failed check. It reads the registration only: where the couch offset comes from is an input
+adapter's business (:mod:`model.inputs`, docs/contract.md section 1.7). :func:`write` builds a
+complete instance with the couch offset in the default private block (section 1.6).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from model.conventions import FloatArray
 from model.dicom.structure import EncodedItem, NotParsed, encoded_items
 from model.errors import InvalidReason, SROError
 from model.geometry import rotation_block_error
-from model.offset import DEFAULT_PRIVATE_CREATOR, DEFAULT_PROFILE, CouchOffset, OffsetProfile
+from model.offset import CouchOffset
 
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
+#: private creator of the default offset block that :func:`write` fills (docs/contract.md section
+#: 1.6); :mod:`model.inputs.profiles` reads it
+DEFAULT_PRIVATE_CREATOR = "SRO DECODER RING"
 ORTHONORMAL_TOLERANCE = 1e-4
 BOTTOM_ROW_TOLERANCE = 1e-6
 #: Implementation Class UID (0002,0012) and Version Name (0002,0013) of files this product writes
@@ -41,7 +46,8 @@ _IDENTITY = np.eye(4)
 
 @dataclass(frozen=True, slots=True)
 class SpatialRegistration:
-    """What the decoder needs of one SRO: identity, the effective matrix and the couch offset."""
+    """What the decoder needs of one SRO's registration: identity and the effective matrix
+    (docs/contract.md section 1.1); the couch offset comes from an input adapter."""
 
     sop_instance_uid: str
     study_instance_uid: str | None
@@ -49,7 +55,6 @@ class SpatialRegistration:
     frame_of_reference_uid: str
     registered_frame_of_reference_uid: str
     effective_matrix: Matrix4  # M = inv(A_ref) · A_reg, row-major, mm
-    offset: CouchOffset | None
     patient_id: str | None
     patient_name: str | None
     orthonormality_error: float
@@ -250,8 +255,19 @@ def sop_instance_uid_of(ds: Dataset) -> str | None:
         return None
 
 
-def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegistration:
-    """Check ``ds`` against SPEC section 1; return the typed result or raise :class:`SROError`."""
+def sop_class_uid_of(ds: Dataset) -> str | None:
+    """The data set's SOP Class UID (0008,0016) as text, read from its raw bytes; ``None`` when
+    absent, empty or unreadable. Never raises: input adapters are chosen by it
+    (:class:`model.inputs.adapter.AdapterRegistry`)."""
+    try:
+        return _ascii(ds, _SOP_CLASS_UID)
+    except Exception:
+        return None
+
+
+def read(ds: Dataset) -> SpatialRegistration:
+    """Check ``ds`` against docs/contract.md section 1.4; return the registration or raise
+    :class:`SROError`."""
     sop_class = _ascii(ds, _SOP_CLASS_UID) or ""
     if sop_class != SPATIAL_REGISTRATION_STORAGE:
         raise SROError(
@@ -302,7 +318,6 @@ def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegist
     warnings: list[str] = []
     if not reference:
         warnings.append("no reference item: A_ref taken as identity")
-    offset = profile.extract(ds)
     return SpatialRegistration(
         sop_instance_uid=sop_uid,
         study_instance_uid=_ascii(ds, _STUDY_INSTANCE_UID),
@@ -310,7 +325,6 @@ def read(ds: Dataset, profile: OffsetProfile = DEFAULT_PROFILE) -> SpatialRegist
         frame_of_reference_uid=own_frame,
         registered_frame_of_reference_uid=frame,
         effective_matrix=tuple(tuple(float(v) for v in row) for row in effective),  # type: ignore[misc]
-        offset=offset,
         patient_id=_text(ds, _PATIENT_ID),
         patient_name=_text(ds, _PATIENT_NAME),
         orthonormality_error=err,

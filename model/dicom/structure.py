@@ -48,6 +48,8 @@ SEQUENCE_END = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 #: how many sequences may nest inside each other (an SRO needs 3)
 MAX_DEPTH = 32
+#: the most bytes a deflated data set may inflate to (an SRO is a few kilobytes)
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
 _PIXEL_DATA = 0x7FE00010
 _FRAGMENT_VRS = (b"OB", b"OW")
 
@@ -265,18 +267,23 @@ def _walk(data: bytes, root: _Frame, max_depth: int,
 
 
 def check_structure(data: bytes, *, implicit: bool, little: bool, deflated: bool = False,
-                    max_depth: int = MAX_DEPTH) -> None:
+                    max_depth: int = MAX_DEPTH, max_inflated: int = MAX_INFLATED_BYTES) -> None:
     """Raise :class:`StructureError` unless ``data`` is a complete, well-formed data set.
 
     ``data``: the data set's bytes as transferred (deflated for Deflated Explicit VR Little
-    Endian, PS3.5 section A.5, which is Explicit VR Little Endian once inflated).
+    Endian, PS3.5 section A.5, which is Explicit VR Little Endian once inflated). A deflated
+    data set that would inflate to more than ``max_inflated`` bytes is refused before it is
+    inflated further (a "deflate bomb": zlib inflates up to about 1,000 times its input).
     """
     if deflated:
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            data = inflater.decompress(data) + inflater.flush()
+            data = inflater.decompress(data, max_inflated + 1)
         except zlib.error as exc:
             raise StructureError(f"the deflated data set cannot be inflated: {exc}") from exc
+        if len(data) > max_inflated:
+            raise StructureError(f"the deflated data set inflates to more than {max_inflated} "
+                                 "bytes")
         if not inflater.eof:
             raise StructureError("the deflated data set ends before its end")
     _walk(data, _Frame(_ELEMENTS, len(data), implicit, little, "the data set"), max_depth, None)

@@ -1,4 +1,4 @@
-"""The raw-feature baseline: 12 raw numbers → 64-32-32 → softmax over the 48 conventions.
+"""The raw-feature baseline: 12 raw numbers → 64-32-32 → softmax over the 96 conventions.
 
 The numbers are the reported offset (t, r), the matrix's translation column and three
 off-diagonal entries of its rotation block (M₂₁, M₀₂, M₁₀), standardised with training
@@ -40,7 +40,7 @@ def raw_features(batch: InputBatch) -> np.ndarray:
 
 
 class RawMLP(nn.Module):
-    """12 → 64 → 32 → 32 → 48 logits (ReLU)."""
+    """12 → 64 → 32 → 32 → 96 logits (ReLU)."""
 
     mean: torch.Tensor
     std: torch.Tensor

@@ -17,8 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from model.batch import DecodeInput, InputBatch
+from model.conventions import PatientPosition
 from model.offset import Precision
-from model.training.synth import Corruption, SynthConfig, SynthSet, generate
+from model.training.synth import POSITION_WEIGHTS, Corruption, SynthConfig, SynthSet, generate
 
 
 class Role(int, Enum):
@@ -32,7 +33,7 @@ class Role(int, Enum):
 
 @dataclass(frozen=True, slots=True)
 class LabelledSet:
-    """Inputs with their true convention (−1 outside the 48) and corruption labels."""
+    """Inputs with their true convention (−1 outside the hypotheses) and corruption labels."""
 
     batch: InputBatch
     truth: npt.NDArray[np.int64]
@@ -71,6 +72,7 @@ def concat(parts: Sequence[LabelledSet]) -> LabelledSet:
         rotation_step_deg=np.concatenate([x.rotation_step_deg for x in b]),
         translation_step_mm=np.concatenate([x.translation_step_mm for x in b]),
         orthonormality_error=np.concatenate([x.orthonormality_error for x in b]),
+        isocenter_bound_mm=np.concatenate([x.isocenter_bound_mm for x in b]),
     )
     return LabelledSet(
         batch,
@@ -94,8 +96,14 @@ def mixture(
     isocenter_fraction: float = 0.5,
     corrupt_fraction: float = 0.0,
     shift_sigma_mm: float = 3.0,
+    positions: dict[PatientPosition, float] | None = None,
 ) -> LabelledSet:
-    """``n`` cases spread evenly over every (rotation range, precision) cell."""
+    """``n`` cases spread evenly over every (rotation range, precision) cell.
+
+    ``positions``: relative frequency of each patient position (default
+    :data:`model.training.synth.POSITION_WEIGHTS`).
+    """
+    weights = tuple((positions or POSITION_WEIGHTS).items())
     cells = [(r, p) for r in rotation_ranges_deg for p in precisions]
     per = [n // len(cells) + (1 if k < n % len(cells) else 0) for k in range(len(cells))]
     parts = []
@@ -110,6 +118,7 @@ def mixture(
             precision=Precision(float(step_r), float(step_t)),
             isocenter_fraction=isocenter_fraction,
             corrupt_fraction=corrupt_fraction,
+            positions=weights,
         )
         parts.append(LabelledSet.from_synth(generate(config), cell=k))
     return concat(parts)
@@ -126,8 +135,8 @@ def load_set_folder(folder: Path) -> LabelledSet:
     import pydicom
 
     from model.conventions import Convention
-    from model.dicom.sro import read
-    from model.offset import OffsetProfile
+    from model.inputs import PRIVATE_BLOCK
+    from model.inputs.profiles import OffsetProfile
 
     truth_path = folder / "truth.jsonl"
     if not truth_path.is_file():
@@ -141,11 +150,13 @@ def load_set_folder(folder: Path) -> LabelledSet:
         rec = json.loads(line)
         prec = Precision(float(rec["precision"]["rotation_step_deg"]),
                          float(rec["precision"]["translation_step_mm"]))
-        reg = read(pydicom.dcmread(folder / rec["file"]), OffsetProfile(precision=prec))
-        if reg.offset is None:
+        read = PRIVATE_BLOCK.read(pydicom.dcmread(folder / rec["file"]),
+                                  OffsetProfile(precision=prec))
+        reg = read.registration
+        if read.offset is None:
             raise ValueError(f"{rec['file']} carries no couch offset")
         inputs.append(DecodeInput(np.asarray(reg.effective_matrix, dtype=np.float64).reshape(4, 4),
-                                  reg.offset, prec, reg.orthonormality_error))
+                                  read.offset, prec, reg.orthonormality_error))
         conv = rec.get("convention")
         truth.append(Convention.from_dict(conv).index if conv else -1)
         kinds.append(None if rec.get("corruption") is None else Corruption(rec["corruption"]))

@@ -1,14 +1,15 @@
 """Synthetic IGRT data drawn from the forward model of SPEC section 3.
 
 Realistic by default: patients treated in several sessions on one console each, each console
-with a fixed rotation order and direction, patients in one of the four positions, couch
-rotations within ±3°, shifts of a few mm, isocenters inside the body, display rounding and DS
-precision of the matrix. Options widen the ranges and corrupt a labelled fraction of cases the
-way real errors happen.
+with a fixed rotation order and direction, patients in one of the eight positions (mostly
+supine, a few decubitus), couch rotations within ±3°, shifts of a few mm, isocenters inside the
+body, display rounding and DS precision of the matrix. Options widen the ranges, draw the
+positions uniformly, and corrupt a labelled fraction of cases the way real errors happen.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ import numpy.typing as npt
 from model.batch import InputBatch
 from model.conventions import (
     HYPOTHESES,
+    PATIENT_TO_IEC,
     Convention,
     FloatArray,
     PatientPosition,
@@ -39,21 +41,64 @@ class Corruption(str, Enum):
     CENTIMETRES = "cm"  # translations reported in cm, read as mm
     SIGN_FLIP = "sign_flip"  # one rotation's sign flipped
     OTHER_REGISTRATION = "other_registration"  # offset of another session of the patient
-    DECUBITUS = "decubitus"  # patient on their side, outside the four positions
+    #: patient axes in an orientation none of the eight positions has (upright, across the
+    #: couch): an axis mapping the console does not model. (Contract version 1 drew decubitus
+    #: here; decubitus is inside the hypothesis space since version 2.)
+    OTHER_ORIENTATION = "other_orientation"
 
 
-#: Decubitus positions: signed permutations (proper rotations) outside SPEC's four.
-DECUBITUS_TO_IEC = {
-    "HFDL": np.array([[0, -1, 0], [0, 0, 1], [-1, 0, 0]], dtype=np.float64),
-    "HFDR": np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float64),
-}
+def _orientation_name(p: FloatArray) -> str:
+    """``X=+z,Y=+x,Z=+y``: where each IEC axis points in patient (LPS) axes."""
+    rows = []
+    for axis, row in zip("XYZ", p, strict=True):
+        k = int(np.abs(row).argmax())
+        rows.append(f"{axis}={'+' if row[k] > 0 else '-'}{'xyz'[k]}")
+    return ",".join(rows)
 
-POSITION_WEIGHTS = {
-    PatientPosition.HFS: 0.7,
-    PatientPosition.FFS: 0.15,
+
+def _other_orientations() -> dict[str, FloatArray]:
+    """The 16 proper signed permutations that are none of SPEC section 2's eight ``P``."""
+    known = [p for p in PATIENT_TO_IEC.values()]
+    out: dict[str, FloatArray] = {}
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            p = np.zeros((3, 3))
+            p[np.arange(3), perm] = signs
+            if np.linalg.det(p) > 0 and not any(np.array_equal(p, q) for q in known):
+                out[_orientation_name(p)] = p
+    return out
+
+
+#: Orientations outside the hypothesis space (:attr:`Corruption.OTHER_ORIENTATION`).
+OTHER_ORIENTATIONS: dict[str, FloatArray] = _other_orientations()
+
+#: A realistic clinic: mostly supine, decubitus rare (docs/contract.md section 2).
+POSITION_WEIGHTS: dict[PatientPosition, float] = {
+    PatientPosition.HFS: 0.62,
+    PatientPosition.FFS: 0.13,
     PatientPosition.HFP: 0.1,
     PatientPosition.FFP: 0.05,
+    PatientPosition.HFDR: 0.03,
+    PatientPosition.HFDL: 0.03,
+    PatientPosition.FFDR: 0.02,
+    PatientPosition.FFDL: 0.02,
 }
+#: Every position equally often.
+UNIFORM_POSITIONS: dict[PatientPosition, float] = {p: 1.0 for p in PatientPosition}
+
+
+def position_weights(spec: str) -> dict[PatientPosition, float]:
+    """``clinic`` (:data:`POSITION_WEIGHTS`), ``all`` (uniform over the eight) or a
+    comma-separated list of positions (uniform over those)."""
+    name = spec.strip()
+    if name == "clinic":
+        return dict(POSITION_WEIGHTS)
+    if name == "all":
+        return dict(UNIFORM_POSITIONS)
+    chosen = [PatientPosition(v.strip().upper()) for v in name.split(",") if v.strip()]
+    if not chosen:
+        raise ValueError(f"no patient position in {spec!r}")
+    return {p: 1.0 for p in chosen}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +117,13 @@ class SynthConfig:
     n_consoles: int = 6
     sessions_per_patient: tuple[int, int] = (3, 12)
     matrix_digits: tuple[int, ...] = (15, 8, 6)
+    #: relative frequency of each patient position (positions not listed never occur)
+    positions: tuple[tuple[PatientPosition, float], ...] = tuple(POSITION_WEIGHTS.items())
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["corruptions"] = [c.value for c in self.corruptions]
+        out["positions"] = {p.value: w for p, w in self.positions}
         return out
 
 
@@ -84,7 +132,7 @@ class SynthSet:
     """``N`` synthetic cases as arrays (what the files hold) plus their labels."""
 
     batch: InputBatch  # matrix as read back from DS, reported offset, precision
-    truth: npt.NDArray[np.int64]  # (N,) hypothesis index, −1 when outside the 48 (decubitus)
+    truth: npt.NDArray[np.int64]  # (N,) hypothesis index, −1 outside them (other orientation)
     corruption: list[Corruption | None]
     true_translation_mm: FloatArray  # (N, 3) before display rounding
     true_rotation_deg: FloatArray
@@ -126,8 +174,8 @@ def generate(config: SynthConfig) -> SynthSet:
     rng = np.random.default_rng(config.seed)
     n = config.n
     orders = list(RotationOrder)
-    positions = list(POSITION_WEIGHTS)
-    weights = np.array(list(POSITION_WEIGHTS.values()))
+    positions = [p for p, _ in config.positions]
+    weights = np.array([w for _, w in config.positions], dtype=np.float64)
     console_order = rng.integers(0, len(orders), config.n_consoles)
     console_inverse = rng.random(config.n_consoles) < 0.5
     console_digits = rng.choice(np.array(config.matrix_digits), config.n_consoles)
@@ -185,9 +233,9 @@ def generate(config: SynthConfig) -> SynthSet:
         kind: Corruption | None = None
         if corrupt[j]:
             kind = config.corruptions[int(rng.integers(0, len(config.corruptions)))]
-            if kind is Corruption.DECUBITUS:
-                pos_name = str(rng.choice(list(DECUBITUS_TO_IEC)))
-                p = DECUBITUS_TO_IEC[pos_name]
+            if kind is Corruption.OTHER_ORIENTATION:
+                pos_name = str(rng.choice(list(OTHER_ORIENTATIONS)))
+                p = OTHER_ORIENTATIONS[pos_name]
             elif kind is Corruption.RADIANS:
                 rep_r[j] = np.round(np.radians(true_r[j]), 4)
             elif kind is Corruption.CENTIMETRES:
@@ -201,7 +249,7 @@ def generate(config: SynthConfig) -> SynthSet:
                 rep_r[j] = round_to_step(other_r, prec.rotation_step_deg)
                 rep_t[j] = round_to_step(other_t, prec.translation_step_mm)
         kinds[j] = kind
-        truth[j] = conv.index if kind is not Corruption.DECUBITUS else -1
+        truth[j] = conv.index if kind is not Corruption.OTHER_ORIENTATION else -1
         true_pos.append(pos_name)
         m = _correction(true_t[j], true_r[j], iso[j], order, inverse, p)
         matrices[j] = ds_round(m, int(digits[j]))

@@ -39,6 +39,7 @@ from model.decoders.energy.network import EnergyNet, input_energy
 from model.training.data import LabelledSet, Role, mixture
 from model.training.evaluation import evaluate_decoder, unexplained_mask
 from model.training.sampler import LangevinSampler, SamplerConfig
+from model.training.synth import position_weights
 
 #: Share of corrupted cases in the calibration set (the OOD threshold is set on it).
 CALIBRATION_CORRUPT_FRACTION = 0.5
@@ -55,6 +56,8 @@ class DataConfig:
     )
     isocenter_fraction: float = 0.5
     shift_sigma_mm: float = 4.0
+    #: patient positions (:func:`model.training.synth.position_weights`): ``clinic``, ``all``
+    positions: str = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +151,7 @@ def make_sets(config: TrainingConfig) -> dict[str, LabelledSet]:
     def make(n: int, role: Role, corrupt: float = 0.0) -> LabelledSet:
         return mixture(n, config.seed, role, d.rotation_ranges_deg, d.precisions,
                        isocenter_fraction=d.isocenter_fraction, corrupt_fraction=corrupt,
-                       shift_sigma_mm=d.shift_sigma_mm)
+                       shift_sigma_mm=d.shift_sigma_mm, positions=position_weights(d.positions))
 
     return {
         "train": make(d.n_train, Role.TRAIN),
@@ -362,6 +365,7 @@ def train_and_export(
                 "rotation_ranges_deg": list(d.rotation_ranges_deg),
                 "precisions": [list(p) for p in d.precisions],
                 "isocenter_fraction": d.isocenter_fraction,
+                "positions": d.positions,
                 "calibration_corrupt_fraction": CALIBRATION_CORRUPT_FRACTION,
             },
             "final": result.history[-1] if result.history else {},

@@ -27,7 +27,8 @@ _WHAT_TO_CHECK: dict[DecisionKind, tuple[str, ...]] = {
         "- confirm the rotation order and the direction of the correction (correction vs. its",
         "  inverse, e.g. MOSAIQ 'Setup Offset Reference' Beam vs Anatomy) with the console's",
         "  documentation or a phantom shift of known sign;",
-        "- confirm the patient position (HFS/HFP/FFS/FFP) recorded for the session;",
+        "- confirm the patient position (HFS, HFP, FFS, FFP or decubitus) recorded for the",
+        "  session;",
         "- larger couch rotations separate the conventions: the next fraction may decide it.",
     ),
     DecisionKind.OUT_OF_DISTRIBUTION: (
@@ -36,7 +37,8 @@ _WHAT_TO_CHECK: dict[DecisionKind, tuple[str, ...]] = {
         "- units: translations in cm read as mm, rotations in radians read as degrees (the",
         "  offset profile for this calling AE title sets the unit);",
         "- that the offset belongs to this registration (not another session or fraction);",
-        "- the patient position: decubitus or other positions are outside the four modelled;",
+        "- the patient position: an orientation other than the eight DICOM positions, or a",
+        "  position entered wrongly at the console;",
         "- the display precision configured for this sender, and sign conventions of the axes.",
     ),
     DecisionKind.INVALID: (

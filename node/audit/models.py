@@ -102,6 +102,9 @@ class DecisionRecord(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     record_json: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    #: the offset's console text, else the calling AE title (what `audit list` and the web
+    #: console filter by until consoles are their own records)
+    console: Mapped[str | None] = mapped_column(String(64), index=True)
 
     received_object: Mapped[ReceivedObject] = relationship(back_populates="decision")
     acknowledgements: Mapped[list[Acknowledgement]] = relationship(
@@ -122,6 +125,8 @@ class Acknowledgement(Base):
     acknowledged_by: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text)
     acknowledged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: the logged-in user who acknowledged on the web or through the API (None: `audit ack`)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
 
     decision: Mapped[DecisionRecord] = relationship(back_populates="acknowledgements")
 
@@ -144,3 +149,43 @@ class AlertOutbox(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     decision: Mapped[DecisionRecord] = relationship(back_populates="alerts")
+
+
+class User(Base):
+    """A local user of the web console and the REST API (Argon2 password hash, a role)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # node.audit.users.Role
+    password_hash: Mapped[str] = mapped_column(String(256))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    password_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """An API token of a user: only its SHA-256 is kept (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LoginEvent(Base):
+    """One login attempt on the web console, successful or not (the audit trail)."""
+
+    __tablename__ = "login_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)  # as typed, bounded
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    success: Mapped[bool] = mapped_column(Boolean)
+    peer_address: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(String(128))

@@ -166,7 +166,7 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
             )
         object_id = _insert(conn, objects, row)
         decision_id = _insert(conn, decisions, _decision_row(
-            object_id, r.sop_instance_uid, r.record, r.extra, now))
+            object_id, r.sop_instance_uid, r.record, r.extra, now, r.calling_ae_title))
         queued = False
         if r.alert is not None:
             _insert(conn, AlertOutbox.__table__, {
@@ -204,7 +204,7 @@ def _insert(conn: Connection, table: Any, row: dict[str, Any]) -> int:
 
 def _decision_row(
     object_id: int, object_uid: str | None, record: DecodeRecord, extra: dict[str, Any],
-    now: dt.datetime,
+    now: dt.datetime, calling_ae_title: str | None = None,
 ) -> dict[str, Any]:
     data = record.as_dict()
     data.update(extra)
@@ -223,7 +223,15 @@ def _decision_row(
         "model_sha256": record.model.sha256,
         "record_json": json.dumps(data),
         "decided_at": now,
+        "console": console_of(record, calling_ae_title),
     }
+
+
+def console_of(record: DecodeRecord, calling_ae_title: str | None) -> str | None:
+    """The console a decision is listed under: the offset's console text (docs/contract.md
+    section 1.7), else the calling AE title; at most 64 characters."""
+    console = (record.offset.console if record.offset is not None else None) or calling_ae_title
+    return None if not console else console[:64]
 
 
 def recorded_archive_paths(session: Session) -> set[str]:
@@ -241,8 +249,10 @@ def query_decisions(
     decision: str | None = None,
     since: dt.datetime | None = None,
     sop_instance_uid: str | None = None,
+    unacknowledged: bool = False,
 ) -> list[DecisionRecord]:
-    """Decision records (with object, acknowledgements and alerts loaded), oldest first."""
+    """Decision records (with object, acknowledgements and alerts loaded), oldest first;
+    ``unacknowledged``: only those no one has acknowledged yet."""
     stmt = (
         select(DecisionRecord)
         .join(DecisionRecord.received_object)
@@ -261,6 +271,8 @@ def query_decisions(
         stmt = stmt.where(ReceivedObject.received_at >= since)
     if sop_instance_uid is not None:
         stmt = stmt.where(DecisionRecord.sop_instance_uid == sop_instance_uid)
+    if unacknowledged:
+        stmt = stmt.where(~DecisionRecord.acknowledgements.any())
     return list(session.scalars(stmt))
 
 
@@ -293,10 +305,13 @@ def alert_state(decision: DecisionRecord) -> AlertState:
 
 
 def acknowledge(
-    session: Session, decision: DecisionRecord, by: str, note: str | None
+    session: Session, decision: DecisionRecord, by: str, note: str | None,
+    user_id: int | None = None,
 ) -> Acknowledgement:
+    """Add an acknowledgement (``user_id``: the logged-in user's, on the web or the API)."""
     ack = Acknowledgement(
-        decision_id=decision.id, acknowledged_by=by, note=note, acknowledged_at=utcnow()
+        decision_id=decision.id, acknowledged_by=by, note=note, acknowledged_at=utcnow(),
+        user_id=user_id,
     )
     session.add(ack)
     return ack
@@ -317,6 +332,7 @@ def export_record(decision: DecisionRecord, duplicates: int = 0) -> dict[str, An
         "dimse_status": obj.status,
         "duplicates": duplicates,
         "flagged": decision.flagged,
+        "console": decision.console,
         "alert_state": alert_state(decision).value,
         "acknowledgements": [
             {"by": a.acknowledged_by, "note": a.note, "at": a.acknowledged_at.isoformat()}

@@ -2,7 +2,7 @@
 
 Each C-STORE handler calls :meth:`GroupCommitWriter.record` and gets its result only once its
 transaction has committed (on disk: SQLite WAL with ``synchronous=FULL``), so no object is ever
-acknowledged before it is durable. The commits are flat-combined (:mod:`node.ingest.combining`): the
+acknowledged before it is durable. The commits are flat-combined (:mod:`node.combining`): the
 handler that finds no commit running commits everything pending in one transaction, the others
 wait on their own futures; concurrent associations thus share one fsync instead of queueing for
 one each, and a lone association commits in its own thread with no hand-off. When a batch fails,
@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from node.audit.store import record_receipts
-from node.ingest.combining import Closed, Combiner
+from node.combining import Closed, Combiner
 from node.records import Receipt, Recorded
 
 log = logging.getLogger("node.audit.writer")

@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.cli.common import UsageError
-from node.cli.serve import add_settings_arguments, settings_from_args
+from node.cli.common import UsageError, add_settings_arguments, settings_from_args
 from node.text import NOTE_MAX, OPERATOR_NAME_MAX, csv_safe, is_utf8, operator_text, table_safe
 
 DECISIONS = ("confident", "ambiguous", "out_of_distribution", "invalid", "no_offset")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from node.settings import Settings
 
 
 class UsageError(Exception):
@@ -76,3 +81,31 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MM",
         help="radius around the isocenter for equivalence (default 100)",
     )
+    parser.add_argument(
+        "--isocenter-bound-mm",
+        type=positive_float,
+        default=None,
+        metavar="MM",
+        help="without an isocenter, it lies within this of the origin (default 2000)",
+    )
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--data-dir``, shared by ``serve`` and ``audit``."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="a TOML file layered over the shipped config/default.toml")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="folder of the archive and audit.db (setting [storage] data_dir)")
+
+
+def settings_from_args(args: argparse.Namespace, **flags: dict[str, Any]) -> Settings:
+    """Build the settings from the layers, ``flags`` per section (``None``: flag not given);
+    a wrong setting exits with status 2 naming it."""
+    from node.settings import SettingsError, load_settings  # here: other commands need no pydantic
+
+    overrides: dict[str, dict[str, Any]] = {"storage": {"data_dir": args.data_dir}, **flags}
+    try:
+        return load_settings(args.config, overrides=overrides)
+    except SettingsError as exc:
+        print(f"sro-decoder: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
-from model.decision import DecisionPolicy, DecodeRecord
+from model.decision import DecodeRecord
 from model.decoders.registry import UnknownModelError, load_decoder
-from model.offset import DEFAULT_PROFILE, OffsetProfile, Precision, TranslationUnit
-from model.pipeline import DecodeOptions, decode_files, expand_paths
+from model.inputs.profiles import DEFAULT_PROFILE, OffsetProfile
+from model.pipeline import DecodeOptions, decode_files, decode_options, expand_paths
 from node.cli.common import UsageError, add_profile_arguments, floats
 
 
@@ -45,29 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def options_from_args(
     args: argparse.Namespace, base: OffsetProfile = DEFAULT_PROFILE
 ) -> DecodeOptions:
-    precision = Precision(
-        rotation_step_deg=args.rotation_step or base.precision.rotation_step_deg,
-        translation_step_mm=args.translation_step or base.precision.translation_step_mm,
-    )
-    unit = (
-        TranslationUnit(args.translation_unit) if args.translation_unit else base.translation_unit
-    )
-    profile = dataclasses.replace(base, translation_unit=unit, precision=precision)
-    default = DecisionPolicy()
-    policy = DecisionPolicy(
-        tolerance_mm=args.tolerance_mm or default.tolerance_mm,
-        radius_mm=args.radius_mm or default.radius_mm,
-    )
-    override = None
-    if args.offset is not None:
-        t, r = args.offset[:3], args.offset[3:]
-        override = profile.convert(t, r, args.isocenter)
-    return DecodeOptions(
-        profile=profile,
-        policy=policy,
-        offset_override=override,
-        isocenter_override=None if args.isocenter is None else tuple(args.isocenter),
-    )
+    """The decode options of the flags (:func:`model.pipeline.decode_options`, which the REST
+    API's decode calls too)."""
+    return decode_options(
+        offset=args.offset, isocenter=args.isocenter, rotation_step_deg=args.rotation_step,
+        translation_step_mm=args.translation_step, translation_unit=args.translation_unit,
+        tolerance_mm=args.tolerance_mm, radius_mm=args.radius_mm,
+        isocenter_bound_mm=args.isocenter_bound_mm, base=base)
 
 
 def _summary(record: DecodeRecord) -> str:

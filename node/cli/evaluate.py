@@ -7,6 +7,7 @@ one table (rich) and writes a reliability diagram and a confusion picture (PNG).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corrupt-fraction", type=_fraction, default=0.2,
                    help="share of corrupted cases in the generated set (default 0.2)")
     p.add_argument("--isocenter-fraction", type=_fraction, default=0.5)
+    p.add_argument("--positions", default="clinic", metavar="clinic|all|HFS,HFDR,...",
+                   help="patient positions of the generated set: a clinic's mix (default), all "
+                        "eight equally often, or the listed ones equally often")
+    p.add_argument("--isocenter-bound-mm", type=positive_float, default=None, metavar="MM",
+                   help="without an isocenter, it lies within this of the origin (default 2000)")
     p.add_argument("--rotation-range", type=positive_float, default=None, metavar="DEG",
                    help="one rotation range instead of the default spread (1, 3, 6, 10°)")
     p.add_argument("--rotation-step", type=positive_float, default=None, metavar="DEG",
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         write_confusion_png,
         write_reliability_png,
     )
+    from model.training.synth import position_weights
     from node.cli.main import UsageError
 
     console = Console()
@@ -89,15 +96,24 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             precisions = DEFAULT_PRECISIONS
+        try:
+            weights = position_weights(args.positions)
+        except ValueError as exc:
+            raise UsageError(f"--positions: {exc}") from exc
         data = mixture(args.n, args.seed, Role.EVALUATION, ranges, precisions,
                        isocenter_fraction=args.isocenter_fraction,
-                       corrupt_fraction=args.corrupt_fraction)
+                       corrupt_fraction=args.corrupt_fraction, positions=weights)
         source = (f"generated: seed {args.seed}, n {args.n}, ranges {list(ranges)}°, "
                   f"precisions {[list(p) for p in precisions]}, "
-                  f"corrupted {args.corrupt_fraction:g}, isocenter {args.isocenter_fraction:g}")
+                  f"corrupted {args.corrupt_fraction:g}, isocenter {args.isocenter_fraction:g}, "
+                  f"positions {args.positions}")
+    if args.isocenter_bound_mm is not None:
+        data = dataclasses.replace(data, batch=dataclasses.replace(
+            data.batch, isocenter_bound_mm=np.full(len(data), args.isocenter_bound_mm)))
     policy = DecisionPolicy(
         tolerance_mm=args.tolerance_mm or DecisionPolicy().tolerance_mm,
         radius_mm=args.radius_mm or DecisionPolicy().radius_mm,
+        isocenter_bound_mm=args.isocenter_bound_mm or DecisionPolicy().isocenter_bound_mm,
     )
     try:
         ebm = load_energy_decoder(None if args.model is None else Path(args.model))

@@ -9,33 +9,10 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from node.settings import Settings
+from node.cli.common import add_settings_arguments, settings_from_args
 
 log = logging.getLogger("node.serve")
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--data-dir``, shared by ``serve`` and ``audit``."""
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="a TOML file layered over the shipped config/default.toml")
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="folder of the archive and audit.db (setting [storage] data_dir)")
-
-
-def settings_from_args(args: argparse.Namespace, **flags: dict[str, Any]) -> Settings:
-    """Build the settings from the layers, ``flags`` per section (``None``: flag not given);
-    a wrong setting exits with status 2 naming it."""
-    from node.settings import SettingsError, load_settings  # here: other commands need no pydantic
-
-    overrides: dict[str, dict[str, Any]] = {"storage": {"data_dir": args.data_dir}, **flags}
-    try:
-        return load_settings(args.config, overrides=overrides)
-    except SettingsError as exc:
-        print(f"sro-decoder: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from model.offset import Precision
-from model.training.synth import Corruption, SynthConfig, generate, write_set
+from model.training.synth import (
+    Corruption,
+    SynthConfig,
+    generate,
+    position_weights,
+    write_set,
+)
 from node.cli.common import UsageError, positive_float
 
 
@@ -59,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="share of cases corrupted the way real errors happen (labelled)",
     )
     p.add_argument(
+        "--positions",
+        default="clinic",
+        metavar="clinic|all|HFS,HFDR,...",
+        help="patient positions: a clinic's mix (default), all eight equally often, or the "
+        "listed ones equally often",
+    )
+    p.add_argument(
         "--corruptions",
         default=",".join(c.value for c in Corruption),
         help="comma-separated corruption kinds to draw from",
@@ -73,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         kinds = tuple(Corruption(k.strip()) for k in args.corruptions.split(",") if k.strip())
     except ValueError as exc:
         raise UsageError(f"unknown corruption kind: {exc}") from exc
+    try:
+        weights = position_weights(args.positions)
+    except ValueError as exc:
+        raise UsageError(f"--positions: {exc}") from exc
     fraction = (
         0.0
         if args.no_isocenter
@@ -86,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         isocenter_fraction=fraction,
         corrupt_fraction=args.corrupt_fraction,
         corruptions=kinds or tuple(Corruption),
+        positions=tuple(weights.items()),
     )
     truth = write_set(generate(config), args.out)
     print(f"wrote {args.n} SROs and {truth}")

@@ -1,7 +1,8 @@
-"""The DICOM node: a Storage SCP for Spatial Registration and a Verification SCP.
+"""The DICOM node: a Storage SCP for the SOP classes its input adapters read, a Verification SCP.
 
-PS3.4 Annex A (Verification) and Annex B (Storage, Spatial Registration Storage
-1.2.840.10008.5.1.4.1.1.66.1) only; every other abstract syntax is rejected at association
+PS3.4 Annex A (Verification) and Annex B (Storage of the SOP classes of
+:class:`model.inputs.AdapterRegistry`: Spatial Registration Storage 1.2.840.10008.5.1.4.1.1.66.1
+with the shipped adapters) only; every other abstract syntax is rejected at association
 negotiation (PS3.8 section 9.3.3.2). Association checks: allowed calling AE titles, maximum
 concurrent associations, maximum PDU length. Handlers are plain functions bound through
 ``evt_handlers``; the work of a C-STORE is :class:`node.ingest.receipt.StoreHandler`.
@@ -21,21 +22,23 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import SpatialRegistrationStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from model.decoder import Decoder
 from model.decoders.registry import load_decoder
 from model.dicom.statuses import EchoStatus
+from model.inputs import DEFAULT_REGISTRY, AdapterRegistry
 from node.alerts.sender import OutboxSender
 from node.audit.store import open_database
 from node.audit.writer import GroupCommitWriter
 from node.dimse.transport import PollBudget, start_server
 from node.ingest.archive import Archive
 from node.ingest.decode_batcher import DecodeBatcher
-from node.ingest.receipt import Recorder, StoreHandler
+from node.ingest.receipt import ReceiptBuilder, StoreHandler
 from node.ingest.reconcile import reconcile
+from node.metrics import Metrics
 from node.records import Recorded
 from node.settings import Settings
 
@@ -80,12 +83,14 @@ def accept_overlong_uids() -> None:
     _config.VALIDATORS["UI"] = validate_ui
 
 
-def build_ae(settings: Settings) -> AE:
-    """The Application Entity with only the presentation contexts the node handles."""
+def build_ae(settings: Settings, adapters: AdapterRegistry = DEFAULT_REGISTRY) -> AE:
+    """The Application Entity with only the presentation contexts the node handles: Verification
+    and a Storage context for each SOP class an input adapter reads (PS3.8 section 9.3.2.2)."""
     node = settings.node
     ae = AE(ae_title=node.ae_title)
     ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
-    ae.add_supported_context(SpatialRegistrationStorage, TRANSFER_SYNTAXES)
+    for sop_class in adapters.sop_class_uids:
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     ae.maximum_associations = node.max_associations
     ae.maximum_pdu_size = node.max_pdu_bytes
     ae.require_calling_aet = list(node.allowed_calling_ae_titles)
@@ -159,11 +164,16 @@ def quiet_pynetdicom_event_logs() -> None:
 
 
 class Node:
-    """The running node: database, archive, decoder, writer, outbox sender and server."""
+    """The running node: database, archive, decoder, writer, outbox sender and server.
 
-    def __init__(self, settings: Settings, decoder: Decoder | None = None) -> None:
+    ``adapters`` are the kinds of input it accepts (:mod:`model.inputs`): its presentation
+    contexts, and what the C-STORE handler and reconciliation read data sets with."""
+
+    def __init__(self, settings: Settings, decoder: Decoder | None = None,
+                 adapters: AdapterRegistry = DEFAULT_REGISTRY) -> None:
         self.settings = settings
         self._decoder = decoder
+        self.adapters = adapters
         self.engine: Engine | None = None
         self.writer: GroupCommitWriter | None = None
         self.batcher: DecodeBatcher | None = None
@@ -172,6 +182,10 @@ class Node:
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
         self.reconciled = 0
+        #: the node's counters (``/metrics`` of node/web)
+        self.metrics = Metrics()
+        self.metrics.gauge("associations_open", "DICOM associations open now",
+                           lambda: None if self.ae is None else len(self.ae.active_associations))
         self._stopped = threading.Event()
 
     @property
@@ -189,9 +203,10 @@ class Node:
                                     sqlite_synchronous=s.storage.sqlite_synchronous)
         archive = Archive(s.archive_dir)
         archive.prepare()
-        self.reconciled = reconcile(self.engine, Recorder(s, decoder, archive))
+        self.reconciled = reconcile(self.engine, ReceiptBuilder(s, decoder, archive,
+                                                          adapters=self.adapters))
         self.batcher = DecodeBatcher(decoder)
-        recorder = Recorder(s, decoder, archive, self.batcher)
+        builder = ReceiptBuilder(s, decoder, archive, self.batcher, adapters=self.adapters)
         self.sender = OutboxSender(self.engine, s.smtp, s.alerts)
         self.writer = GroupCommitWriter(self.engine, batch_max=s.storage.commit_batch_max,
                                         on_committed=self._committed)
@@ -199,7 +214,7 @@ class Node:
         if not s.alerts.recipients:
             log.warning("no alert recipients configured: flagged decisions wait in the outbox",
                         extra={"fields": {"setting": "[alerts] recipients"}})
-        store = self.store = StoreHandler(recorder, self.writer, self.engine)
+        store = self.store = StoreHandler(builder, self.writer, self.engine, self.metrics)
         handlers = [
             *PollBudget(s.node.poll_interval_ms / 1000.0).handlers(),
             (evt.EVT_C_ECHO, handle_echo),
@@ -210,7 +225,7 @@ class Node:
             (evt.EVT_ABORTED, handle_aborted),
         ]
         accept_overlong_uids()
-        self.ae = build_ae(s)
+        self.ae = build_ae(s, self.adapters)
         self.server = start_server(self.ae, (s.node.host, s.node.port), handlers,
                                    first_pdu_timeout_s=s.node.first_pdu_timeout_s)
         host, port = self.address

@@ -76,6 +76,12 @@ class Archive:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    def placement_of(self, path: Path) -> Placement:
+        """Where an archived file went, from its folder (``objects/``, ``duplicates/``, other)."""
+        top = path.relative_to(self.root).parts[0]
+        return {"objects": Placement.PRIMARY, "duplicates": Placement.DUPLICATE}.get(
+            top, Placement.UNNAMED)
+
     def _folder(self, path: Path) -> None:
         if path not in self._made:
             created = not path.exists()

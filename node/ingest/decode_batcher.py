@@ -3,7 +3,7 @@
 A decoder call has a fixed cost that dwarfs the cost of one more row (the analytic decoder:
 about 3.5 ms for one SRO, about 1.1 ms an SRO in fours), and decoding holds the GIL, so
 concurrent C-STORE handlers gain nothing from decoding side by side. Decoding is flat-combined
-(:mod:`node.ingest.combining`): the handler that finds the decoder free decodes everything pending,
+(:mod:`node.combining`): the handler that finds the decoder free decodes everything pending,
 grouped by decode options (the sender's offset profile and the policy), with
 :func:`model.pipeline.decode_datasets`, the function ``sro-decoder decode`` uses on a folder; the
 others wait on their own futures. A lone association decodes in its own thread, as before.
@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from model.decision import DecodeRecord
 from model.decoder import Decoder
 from model.pipeline import DecodeOptions, decode_datasets
-from node.ingest.combining import Combiner
+from node.combining import Combiner
 
 log = logging.getLogger("node.decode")
 

@@ -10,14 +10,22 @@ next start-up (:mod:`node.ingest.reconcile`).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+import time
 import uuid
 import weakref
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from io import BytesIO
+from pathlib import Path
 from typing import Any
 
+import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset, read_preamble
+from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -26,15 +34,17 @@ from model.decoder import Decoder
 from model.dicom.file_meta import FileMeta
 from model.dicom.statuses import StoreStatus, status_for
 from model.errors import InvalidReason
-from model.pipeline import DecodeOptions, decode_dataset, structure_problem
+from model.inputs import DEFAULT_REGISTRY, AdapterRegistry
+from model.pipeline import DecodeOptions, decode_dataset, read_file, structure_problem
 from node.alerts.compose import ReceiptContext, compose_alert
 from node.audit.models import utcnow
 from node.audit.store import find_primary
 from node.audit.writer import GroupCommitWriter
+from node.combining import Closed
 from node.ingest.archive import Archive, Archived, valid_uid
-from node.ingest.combining import Closed
 from node.ingest.decode_batcher import DecodeBatcher
-from node.records import AlertMessage, Origin, Placement, Receipt, Recorded
+from node.metrics import Metrics
+from node.records import AlertMessage, Origin, Placement, Receipt, Recorded, Source
 from node.settings import Settings
 from node.text import bounded, visible
 
@@ -63,15 +73,59 @@ def status_dataset(status: int, comment: str | None = None) -> Dataset:
     return ds
 
 
-class Recorder:
-    """Decodes and records objects; shared by the C-STORE handler and reconciliation."""
+class ReceiptBuilder:
+    """Decodes objects and builds their receipts (the writer records them); shared by the
+    C-STORE handler and reconciliation, which read every data set through the same input
+    adapters (:mod:`model.inputs`)."""
 
     def __init__(self, settings: Settings, decoder: Decoder, archive: Archive,
-                 batcher: DecodeBatcher | None = None) -> None:
+                 batcher: DecodeBatcher | None = None, *,
+                 adapters: AdapterRegistry = DEFAULT_REGISTRY) -> None:
         self.settings = settings
         self.decoder = decoder
         self.archive = archive
         self.batcher = batcher
+        self.adapters = adapters
+
+    def for_archived_file(self, path: Path) -> Receipt | None:
+        """The receipt of an archived file found without a record (``None`` if it is gone).
+
+        The data set is read back from the archive with the checks ``decode`` and the C-STORE
+        handler apply; the sender's AE titles come from its File Meta Information (PS3.10
+        section 7.1, written by the archive).
+        """
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        try:
+            meta, _ = split_dataset(path)
+        except Exception:
+            meta = None  # read_file says why
+        ds, error = read_file(path)
+
+        def meta_text(keyword: str) -> str | None:
+            value = None if meta is None else meta.get(keyword)
+            return str(value).strip() or None if value is not None else None
+
+        uid = meta_text("MediaStorageSOPInstanceUID")
+        origin = Origin(
+            calling_ae_title=meta_text("SendingApplicationEntityTitle"),
+            called_ae_title=meta_text("ReceivingApplicationEntityTitle"),
+            peer_address=None,
+            association_id=None,
+            received_at=dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC),
+            source=Source.RECONCILIATION,
+        )
+        placement = self.archive.placement_of(path)
+        archived = Archived(path, self.archive.relative(path), placement, stat.st_size)
+        duplicate = placement is Placement.DUPLICATE
+        record = None if duplicate else self.decode(ds, error, origin, uid)
+        return self.receipt(
+            origin=origin, uid=uid, sop_class_uid=meta_text("MediaStorageSOPClassUID"),
+            transfer_syntax_uid=meta_text("TransferSyntaxUID"), archived=archived,
+            size=stat.st_size, record=record, ds=ds, duplicate=duplicate,
+        )
 
     def decode(self, ds: Dataset | None, error: str | None, origin: Origin,
                uid: str | None) -> DecodeRecord:
@@ -80,7 +134,7 @@ class Recorder:
                                   f"the data set cannot be understood: {error}",
                                   sop_instance_uid=uid)
         options = DecodeOptions(profile=self.settings.profile_for(origin.calling_ae_title),
-                                policy=self.settings.policy)
+                                policy=self.settings.policy, adapters=self.adapters)
         try:
             if self.batcher is not None:
                 return self.batcher.decode(ds, options)
@@ -143,14 +197,41 @@ class Recorder:
         )
 
 
-class StoreHandler:
-    """The C-STORE service (PS3.4 Annex B): :meth:`handle` is bound to ``evt.EVT_C_STORE``."""
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What :meth:`StoreHandler.receive_part10` answered for one instance (PS3.4 Table B.2-1
+    statuses; a STOW-RS response item, PS3.18 section 10.5.3)."""
 
-    def __init__(self, recorder: Recorder, writer: GroupCommitWriter, engine: Engine) -> None:
-        self.recorder = recorder
+    status: int
+    comment: str | None
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+
+
+def _not_meta(tag: Any, vr: str | None, length: int) -> bool:
+    return bool(tag >> 16 != 0x0002)
+
+
+def split_part10(data: bytes) -> tuple[Dataset, int]:
+    """The File Meta Information of a PS3.10 file and where its data set starts; raises
+    (``InvalidDicomError`` and others) when ``data`` is no PS3.10 file."""
+    fp = BytesIO(data)
+    read_preamble(fp, False)
+    meta = read_dataset(fp, False, True, stop_when=_not_meta)
+    return meta, fp.tell()
+
+
+class StoreHandler:
+    """The C-STORE service (PS3.4 Annex B): :meth:`handle` is bound to ``evt.EVT_C_STORE``;
+    :meth:`receive_part10` is the same path for a PS3.10 file received otherwise (STOW-RS)."""
+
+    def __init__(self, builder: ReceiptBuilder, writer: GroupCommitWriter, engine: Engine,
+                 metrics: Metrics | None = None) -> None:
+        self.builder = builder
         self.writer = writer
         self.engine = engine
-        self.settings = recorder.settings
+        self.settings = builder.settings
+        self.metrics = metrics or Metrics()
         self._associations: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -174,65 +255,121 @@ class StoreHandler:
 
     def handle(self, event: Any) -> Dataset:
         """Archive, decode, record, then answer (module docstring); never raises."""
+        started = time.perf_counter()
         try:
             return self._handle(event)
         except Exception as exc:  # e.g. the node is stopping: what is archived is reconciled
             log.exception("C-STORE failed", extra={"fields": {"error": repr(exc)}})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "the node could not record it")
+        finally:
+            self.metrics.observe_store(time.perf_counter() - started)
 
     def _handle(self, event: Any) -> Dataset:
-        origin = self.origin(event)
         request = event.request
         raw_uid = request.AffectedSOPInstanceUID
-        uid = recorded_uid(None if raw_uid is None else str(raw_uid))  # never names a file
         raw_class = request.AffectedSOPClassUID
-        sop_class = None if raw_class is None else str(raw_class)
-        data: bytes = request.DataSet.getvalue()
+        return self._receive(
+            self.origin(event), None if raw_uid is None else str(raw_uid),
+            None if raw_class is None else str(raw_class), request.DataSet.getvalue(),
+            str(event.context.transfer_syntax), lambda: event.dataset)
+
+    def receive_part10(self, data: bytes, origin: Origin) -> Stored:
+        """A PS3.10 file received otherwise than by C-STORE (STOW-RS, PS3.18 section 10.5):
+        the same path (archive, decode, record, then answer) with the File Meta Information's
+        SOP Class, SOP Instance and Transfer Syntax UIDs for the request's. Bytes that are no
+        PS3.10 file are archived as received, unnamed, and recorded ``invalid``. Never raises."""
+        started = time.perf_counter()
+        sop_class = raw_uid = None
+        try:
+            try:
+                meta, start = split_part10(data)
+            except Exception as exc:
+                answer = self._receive(origin, None, None, data, None, None,
+                                       unreadable=f"not a DICOM PS3.10 file: {exc}")
+            else:
+                def text(keyword: str) -> str | None:
+                    value = meta.get(keyword)
+                    return None if value is None else str(value).strip("\0 ") or None
+
+                sop_class, raw_uid = text("MediaStorageSOPClassUID"), text(
+                    "MediaStorageSOPInstanceUID")
+                ts = text("TransferSyntaxUID")
+                body = data[start:]
+                if ts is None:
+                    answer = self._receive(
+                        origin, raw_uid, sop_class, body, None, None, file_bytes=data,
+                        unreadable="the File Meta Information has no Transfer Syntax UID "
+                                   "(PS3.10 section 7.1)")
+                else:
+                    answer = self._receive(origin, raw_uid, sop_class, body, ts,
+                                           lambda: pydicom.dcmread(BytesIO(data)),
+                                           file_bytes=data)
+        except Exception as exc:
+            log.exception("instance failed", extra={"fields": {"error": repr(exc)}})
+            answer = status_dataset(StoreStatus.OUT_OF_RESOURCES, "the node could not record it")
+        finally:
+            self.metrics.observe_store(time.perf_counter() - started)
+        return Stored(int(answer.Status), answer.get("ErrorComment"), sop_class,
+                      recorded_uid(raw_uid))
+
+    def _receive(self, origin: Origin, raw_uid: str | None, sop_class: str | None, data: bytes,
+                 transfer_syntax: str | None, read: Callable[[], Dataset] | None, *,
+                 file_bytes: bytes | None = None, unreadable: str | None = None) -> Dataset:
+        """One object: ``data`` is its data set as encoded in ``transfer_syntax``, ``read``
+        gives it parsed; ``file_bytes`` is what to archive when it came as a whole file (else
+        the File Meta Information is built for it); ``unreadable`` says why it has no data set
+        to decode."""
+        uid = recorded_uid(raw_uid)  # never names a file
         fields = {"sop_instance_uid": uid, "calling_ae_title": origin.calling_ae_title,
                   "association_id": origin.association_id, "bytes": len(data)}
-        transfer_syntax = str(event.context.transfer_syntax)
         limit = self.settings.node.max_dataset_bytes
 
         if len(data) > limit:
             refused = DecodeRecord(
                 decision=DecisionKind.INVALID, reason_code=InvalidReason.DATASET_TOO_LARGE,
-                model=self.recorder.decoder.info,
+                model=self.builder.decoder.info,
                 reason=f"the data set has {len(data)} bytes, more than the {limit} accepted "
                        "([node] max_dataset_bytes); refused and not archived",
                 sop_instance_uid=uid)
-            receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+            receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                             transfer_syntax_uid=transfer_syntax, archived=None,
                                             size=len(data), record=refused, ds=None)
             self._commit(receipt, fields)
             log.warning("data set too large; refused", extra={"fields": fields})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "data set too large")
 
-        meta = FileMeta(sop_class, uid, transfer_syntax,
-                        sending_application_entity_title=origin.calling_ae_title,
-                        receiving_application_entity_title=origin.called_ae_title)
-        name = uid if valid_uid(uid) else None
-        archive = self.recorder.archive
+        if file_bytes is None:
+            file_bytes = FileMeta(
+                sop_class, uid, transfer_syntax or "",
+                sending_application_entity_title=origin.calling_ae_title,
+                receiving_application_entity_title=origin.called_ae_title).part10(data)
+        name = uid if valid_uid(uid) and unreadable is None else None
+        archive = self.builder.archive
         # Archive first (file fsync, link, folder fsync), then decode, in this thread: a helper
         # thread writing while this one decodes would only wait for the interpreter lock.
         try:
-            archived = archive.store(name, meta.part10(data))
+            archived = archive.store(name, file_bytes)
         except OSError as exc:
+            self.metrics.count("archive_errors_total")
             log.error("archive write failed", extra={"fields": {**fields, "error": repr(exc)}})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "archive write failed")
         fields["archive_path"] = archived.relative
 
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
-        ds, error = self._dataset(event, data)
+        if unreadable is not None or read is None or transfer_syntax is None:
+            ds, error = None, unreadable or "no data set"
+        else:
+            ds, error = self._dataset(read, data, transfer_syntax)
         if raw_uid is not None and len(str(raw_uid)) > 64:
             record = DecodeRecord(
                 decision=DecisionKind.INVALID, reason_code=InvalidReason.REQUEST_UID_TOO_LONG,
-                model=self.recorder.decoder.info, sop_instance_uid=uid,
+                model=self.builder.decoder.info, sop_instance_uid=uid,
                 reason=f"Affected SOP Instance UID of {len(str(raw_uid))} characters (at most "
                        "64, PS3.5 section 9.1) in the C-STORE request; archived unnamed, "
                        "not decoded")
         else:
-            record = self.recorder.decode(ds, error, origin, uid)
+            record = self.builder.decode(ds, error, origin, uid)
         if record.sop_instance_uid is None and uid is not None:
             # the data set could not say (unparseable, or no UID): the request's is recorded
             record = replace(record, sop_instance_uid=uid)
@@ -247,7 +384,7 @@ class StoreHandler:
             record = replace(record, warnings=(
                 *record.warnings, "the C-STORE request's Affected SOP Instance UID is not a "
                 f"valid UID (PS3.5 section 9.1); recorded marked {INVALID_UID_MARK} and escaped"))
-        receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+        receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=len(data), record=record, ds=ds)
         recorded = self._commit(receipt, fields)
@@ -255,6 +392,8 @@ class StoreHandler:
             return status_dataset(StoreStatus.OUT_OF_RESOURCES,
                                   "audit database unavailable; archived, recorded at restart")
         status = StoreStatus(recorded.status)
+        self.metrics.count("objects_received_total", record.decision.value,
+                           origin.calling_ae_title)
         fields.update(decision=record.decision.value, status=f"0x{int(status):04X}")
         if record.flagged:
             fields.update(reason_code=record.reason_code and record.reason_code.value,
@@ -265,12 +404,13 @@ class StoreHandler:
         return status_dataset(status, record.reason)
 
     @staticmethod
-    def _dataset(event: Any, data: bytes) -> tuple[Dataset | None, str | None]:
-        problem = structure_problem(data, str(event.context.transfer_syntax))
+    def _dataset(read: Callable[[], Dataset], data: bytes,
+                 transfer_syntax: str) -> tuple[Dataset | None, str | None]:
+        problem = structure_problem(data, transfer_syntax)
         if problem is not None:
             return None, problem
         try:
-            return event.dataset, None
+            return read(), None
         except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
@@ -279,35 +419,37 @@ class StoreHandler:
         try:
             return self.writer.record(receipt, timeout=self.settings.storage.commit_timeout_s)
         except Exception as exc:
+            self.metrics.count("database_errors_total")
             log.error("audit record failed; the object stays in the archive",
                       extra={"fields": {**fields, "error": repr(exc)}})
             return None
 
-    def _duplicate(self, origin: Origin, uid: str, sop_class: str | None, transfer_syntax: str,
+    def _duplicate(self, origin: Origin, uid: str, sop_class: str | None,
+                   transfer_syntax: str | None,
                    archived: Archived, fields: dict[str, Any]) -> Dataset:
         """A second copy of ``uid``: recorded as a duplicate, answered as the first was."""
         try:
             with Session(self.engine) as session:
                 first_recorded = find_primary(session, uid) is not None
         except Exception as exc:
+            self.metrics.count("database_errors_total")
             log.error("audit lookup failed", extra={"fields": {**fields, "error": repr(exc)}})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
         if not first_recorded:
             # the first copy is archived but its recording failed: record it now (it is read
             # back from the archive, so the decision is about what was first received)
-            from node.ingest.reconcile import receipt_for_file
-
-            primary = self.recorder.archive.primary_path(uid)
-            first = receipt_for_file(self.recorder, primary)
+            primary = self.builder.archive.primary_path(uid)
+            first = self.builder.for_archived_file(primary)
             if first is not None and self._commit(first, fields) is None:
                 return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
-        receipt = self.recorder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+        receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=archived.size_bytes, record=None, ds=None,
                                         duplicate=True)
         recorded = self._commit(receipt, fields)
         if recorded is None:
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+        self.metrics.count("duplicates_received_total", origin.calling_ae_title)
         fields.update(duplicate_of=recorded.duplicate_of_id, status=f"0x{recorded.status:04X}")
         log.info("received a duplicate; not decoded again", extra={"fields": fields})
         return status_dataset(recorded.status, "duplicate of an object that failed")

@@ -376,16 +376,18 @@ class Outcome:
 
 
 def _read_outcome(ds: Dataset) -> tuple[object, ...]:
-    from model.dicom.sro import read
     from model.errors import SROError
+    from model.inputs import PRIVATE_BLOCK
+    from model.inputs.profiles import DEFAULT_PROFILE
 
     try:
-        reg = read(ds)
+        read = PRIVATE_BLOCK.read(ds, DEFAULT_PROFILE)
+        reg = read.registration
     except SROError as exc:
         return ("invalid", exc.code.value, exc.message)
     except Exception as exc:  # what the pipeline records as unreadable
         return ("error", type(exc).__name__)
-    return ("ok", reg.effective_matrix, reg.offset, reg.sop_instance_uid,
+    return ("ok", reg.effective_matrix, read.offset, reg.sop_instance_uid,
             reg.registered_frame_of_reference_uid, reg.warnings)
 
 

@@ -1,4 +1,4 @@
-"""The energy-based decoder: learned energies ``E(x, h)`` over the 48 conventions (issue 3).
+"""The energy-based decoder: learned energies ``E(x, h)`` over the 96 conventions (issue 3).
 
 ``features`` turns an input into per-hypothesis residual features, ``network`` maps them to
 energies, ``sampler`` draws Langevin negatives from a replay buffer, ``training`` fits the

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from model.batch import InputBatch
+from model.conventions import N_HYPOTHESES
 from model.decoder import DecoderOutput, ModelInfo
 from model.decoders.energy.features import context_from_batch, hypothesis_features
 from model.decoders.energy.network import EnergyNet
@@ -42,7 +43,7 @@ def sha256_of(path: Path) -> str:
 
 
 def energies(net: EnergyNet, batch: InputBatch, chunk: int = CHUNK) -> torch.Tensor:
-    """``E(x, h)`` (N, 48), float64, computed in chunks without gradients."""
+    """``E(x, h)`` (N, H), float64, computed in chunks without gradients."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(batch), chunk):
@@ -50,7 +51,7 @@ def energies(net: EnergyNet, batch: InputBatch, chunk: int = CHUNK) -> torch.Ten
             ctx, rho = context_from_batch(part)
             out.append(net(hypothesis_features(ctx, rho)).to(torch.float64))
     if not out:
-        return torch.zeros((0, 48), dtype=torch.float64)
+        return torch.zeros((0, N_HYPOTHESES), dtype=torch.float64)
     return torch.cat(out)
 
 
@@ -69,15 +70,16 @@ class EnergyDecoder:
         self.info = info
 
     def energies(self, batch: InputBatch) -> np.ndarray:
-        """``E(x, h)`` (N, 48) float64; near-equal energies snapped to exact ties."""
+        """``E(x, h)`` (N, H) float64; near-equal energies snapped to exact ties."""
         return self._evaluate(batch)[0]
 
     def _evaluate(self, batch: InputBatch) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Snapped energies and the implied offsets ``(t, r)`` (N, 48, 3) they rest on."""
+        """Snapped energies and the implied offsets ``(t, r)`` (N, H, 3) they rest on."""
         parts = [self.numpy_net.evaluate(batch.subset(slice(start, start + CHUNK)))
                  for start in range(0, len(batch), CHUNK)]
         if not parts:
-            return np.zeros((0, 48)), (np.zeros((0, 48, 3)), np.zeros((0, 48, 3)))
+            h = N_HYPOTHESES
+            return np.zeros((0, h)), (np.zeros((0, h, 3)), np.zeros((0, h, 3)))
         e = np.concatenate([p[0] for p in parts])
         implied = (np.concatenate([p[1][0] for p in parts]),
                    np.concatenate([p[1][1] for p in parts]))
@@ -94,7 +96,7 @@ class EnergyDecoder:
         energy = -lse
         finite = np.isfinite(log_post).all(axis=1) & np.isfinite(energy)
         return DecoderOutput(
-            log_posterior=np.where(finite[:, None], log_post, -np.log(48.0)),
+            log_posterior=np.where(finite[:, None], log_post, -np.log(float(N_HYPOTHESES))),
             energy=energy,
             out_of_distribution=~finite | (energy > self.ood_threshold),
             implied_offsets=implied,

@@ -1,4 +1,4 @@
-"""The energy network: one small MLP shared by all 48 hypotheses (permutation-equivariant).
+"""The energy network: one small MLP shared by all 96 hypotheses (permutation-equivariant).
 
 ``E(x, h) = f(φ(x, h))`` with ``φ`` the residual features of :mod:`model.decoders.energy.features`;
 the
@@ -30,12 +30,12 @@ class EnergyNet(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, 48, F) features to (N, 48) energies ``E(x, h)``."""
+        """(N, H, F) features to (N, H) energies ``E(x, h)``."""
         return self.head(self.body(features)).squeeze(-1) * self.log_scale.exp()
 
 
 def input_energy(energy: torch.Tensor) -> torch.Tensor:
-    """``E(x) = −logsumexp_h(−E(x, h))`` for (N, 48) energies."""
+    """``E(x) = −logsumexp_h(−E(x, h))`` for (N, H) energies."""
     return -torch.logsumexp(-energy, dim=-1)
 
 

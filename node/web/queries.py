@@ -1,0 +1,129 @@
+"""The reads behind the pages and the REST API: filtered, paged decision records, the
+dashboard's counts, the consoles seen. Indexed columns only, so a page of 100,000 records
+answers quickly (bench/bench_web.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Integer, Select, cast, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from node.audit.models import AlertOutbox, DecisionRecord, ReceivedObject
+from node.records import AlertState
+
+DECISIONS = ("confident", "ambiguous", "out_of_distribution", "invalid", "no_offset")
+PAGE_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """The filters of the list page and of ``GET /api/v1/records``."""
+
+    flagged: bool | None = None
+    unacknowledged: bool = False
+    decision: str | None = None
+    console: str | None = None
+    calling_ae_title: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    sop_instance_uid: str | None = None
+
+    def apply(self, stmt: Select[Any]) -> Select[Any]:
+        if self.flagged is not None:
+            stmt = stmt.where(DecisionRecord.flagged.is_(self.flagged))
+        if self.unacknowledged:
+            stmt = stmt.where(~DecisionRecord.acknowledgements.any())
+        if self.decision:
+            stmt = stmt.where(DecisionRecord.decision == self.decision)
+        if self.console:
+            stmt = stmt.where(DecisionRecord.console == self.console)
+        if self.calling_ae_title:
+            stmt = stmt.where(ReceivedObject.calling_ae_title == self.calling_ae_title)
+        if self.since is not None:
+            stmt = stmt.where(ReceivedObject.received_at >= self.since)
+        if self.until is not None:
+            stmt = stmt.where(ReceivedObject.received_at < self.until)
+        if self.sop_instance_uid:
+            stmt = stmt.where(DecisionRecord.sop_instance_uid == self.sop_instance_uid)
+        return stmt
+
+
+def page_of_records(session: Session, where: RecordFilter, *, limit: int = 50,
+                    offset: int = 0) -> tuple[list[DecisionRecord], int]:
+    """One page of decision records, newest first, and how many match in all."""
+    base = select(DecisionRecord).join(DecisionRecord.received_object)
+    stmt = (where.apply(base)
+            .options(selectinload(DecisionRecord.received_object),
+                     selectinload(DecisionRecord.acknowledgements),
+                     selectinload(DecisionRecord.alerts))
+            .order_by(ReceivedObject.received_at.desc(), DecisionRecord.id.desc())
+            .limit(max(1, min(limit, PAGE_MAX))).offset(max(0, offset)))
+    total = session.scalar(where.apply(
+        select(func.count()).select_from(DecisionRecord).join(DecisionRecord.received_object)))
+    return list(session.scalars(stmt)), int(total or 0)
+
+
+def record_by_id(session: Session, ident: int) -> DecisionRecord | None:
+    return session.scalars(
+        select(DecisionRecord).where(DecisionRecord.id == ident)
+        .options(selectinload(DecisionRecord.received_object),
+                 selectinload(DecisionRecord.acknowledgements),
+                 selectinload(DecisionRecord.alerts))).first()
+
+
+def counts_by_decision(session: Session, since: dt.datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(DecisionRecord.decision, func.count()).join(DecisionRecord.received_object)
+        .where(ReceivedObject.received_at >= since).group_by(DecisionRecord.decision))
+    return {str(d): int(n) for d, n in rows}
+
+
+def flagged_unacknowledged(session: Session) -> int:
+    return int(session.scalar(
+        select(func.count()).select_from(DecisionRecord)
+        .where(DecisionRecord.flagged.is_(True), ~DecisionRecord.acknowledgements.any())) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSeen:
+    console: str
+    objects: int
+    flagged: int
+    last_received_at: dt.datetime
+
+
+def consoles_seen(session: Session, since: dt.datetime | None = None) -> list[ConsoleSeen]:
+    """Each console (docs/contract.md section 1.7's text, else the calling AE) that sent."""
+    stmt = (select(DecisionRecord.console, func.count(),
+                   func.sum(cast(DecisionRecord.flagged, Integer)),
+                   func.max(ReceivedObject.received_at))
+            .join(DecisionRecord.received_object)
+            .where(DecisionRecord.console.is_not(None))
+            .group_by(DecisionRecord.console).order_by(DecisionRecord.console))
+    if since is not None:
+        stmt = stmt.where(ReceivedObject.received_at >= since)
+    out = []
+    for console, n, flagged, last in session.execute(stmt):
+        if isinstance(last, str):  # func.max over the type decorator comes back as text
+            last = dt.datetime.fromisoformat(last)
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=dt.UTC)
+        out.append(ConsoleSeen(str(console), int(n), int(flagged or 0), last))
+    return out
+
+
+def outbox_state(session: Session, now: dt.datetime) -> tuple[int, float | None]:
+    """Unsent alerts (pending) and the age in seconds of the oldest."""
+    n, oldest = session.execute(
+        select(func.count(), func.min(AlertOutbox.created_at))
+        .where(AlertOutbox.state == AlertState.PENDING.value)).one()
+    if oldest is None:
+        return int(n), None
+    if isinstance(oldest, str):
+        oldest = dt.datetime.fromisoformat(oldest)
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=dt.UTC)
+    return int(n), max(0.0, (now - oldest).total_seconds())
