@@ -13,18 +13,18 @@ import torch
 from model.conventions import N_HYPOTHESES
 from model.decoders.energy.card import ModelCard
 from model.decoders.energy.inference import load_energy_decoder, sha256_of
-from model.training.data import Role, mixture
-from model.training.sampler import SamplerConfig
-from model.training.trainer import (
+from model.training.config import (
     CalibrationConfig,
     DataConfig,
     OptimiserConfig,
     TrainingConfig,
-    calibrate_threshold,
     config_to_toml,
-    fit,
     load_training_config,
 )
+from model.training.data import Role, mixture
+from model.training.evaluation import calibrate_threshold
+from model.training.sampler import SamplerConfig
+from model.training.trainer import fit
 from node.cli.main import main
 from node.cli.train import default_config_path
 

@@ -52,6 +52,9 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
     ("model.geometry", "import pydicom", "read no DICOM"),
     ("model.decision", "from model.dicom import sro", "model layers"),
     ("node.audit.store", "from node.ingest import archive", "node layers"),
+    ("model.training.baseline", "from model.training import trainer", "training"),
+    ("node.ingest.receipt", "from node.ingest import reconcile", "ingest"),
+    ("node.cli.audit", "from node.cli import serve", "cli"),
 ])
 def test_crossing_a_layer_breaks_a_contract(tree: Path, module: str, statement: str,
                                             contract: str) -> None:

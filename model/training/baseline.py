@@ -25,7 +25,7 @@ from model.decoder import DecoderOutput, ModelInfo
 from model.training.data import LabelledSet
 
 if TYPE_CHECKING:
-    from model.training.trainer import ProgressFn, TrainingConfig
+    from model.training.config import ProgressFn, TrainingConfig
 
 BASELINE_NAME = "baseline.pt"
 N_RAW = 12
@@ -93,8 +93,7 @@ def fit_baseline(
     progress: ProgressFn | None = None,
 ) -> Baseline:
     """Cross-entropy training on the energy model's training set; threshold from calibration."""
-    from model.training.evaluation import unexplained_mask
-    from model.training.trainer import calibrate_threshold
+    from model.training.evaluation import calibrate_threshold, unexplained_mask
 
     bc = config.baseline
     gen = torch.Generator().manual_seed(config.seed + 1)

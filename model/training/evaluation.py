@@ -20,6 +20,7 @@ from model.decision import DecisionKind, DecisionPolicy, decide
 from model.decoder import Decoder, DecoderOutput
 from model.decoders.analytic import AnalyticDecoder
 from model.geometry import displacement_bound_mm, forward
+from model.training.config import CalibrationConfig
 from model.training.data import LabelledSet
 
 
@@ -223,3 +224,27 @@ def write_confusion_png(results: dict[str, Evaluated], data: LabelledSet, path: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def calibrate_threshold(
+    energy: np.ndarray, clean: np.ndarray, unexplained: np.ndarray, config: CalibrationConfig
+) -> dict[str, float]:
+    """The input-energy threshold above which an input is out of distribution.
+
+    From held-out data: the ``clean_quantile`` of clean energies and the ``corrupt_quantile``
+    of unexplained corrupted ones; midway between them when they are apart. When they overlap,
+    the clean quantile wins (the false-alarm limit), and the card says so.
+    """
+    hi_clean = float(np.quantile(energy[clean], config.clean_quantile))
+    lo_bad = float(np.quantile(energy[unexplained], config.corrupt_quantile)) if unexplained.any() \
+        else hi_clean + 1.0
+    threshold = 0.5 * (hi_clean + lo_bad) if lo_bad > hi_clean else hi_clean
+    return {
+        "threshold": threshold,
+        "clean_quantile_energy": hi_clean,
+        "corrupt_quantile_energy": lo_bad,
+        "separated": float(lo_bad > hi_clean),
+        "clean_max_energy": float(energy[clean].max()),
+        "corrupt_min_energy":
+            float(energy[unexplained].min()) if unexplained.any() else float("nan"),
+    }

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     from model.decoders.energy.inference import CARD_NAME, WEIGHTS_NAME
     from model.training.baseline import BASELINE_NAME
-    from model.training.trainer import load_training_config, train_and_export
+    from model.training.config import load_training_config
+    from model.training.trainer import train_and_export
     from node.cli.main import UsageError
 
     path = args.config or default_config_path()
