@@ -39,6 +39,7 @@ class DecisionKind(str, Enum):
     OUT_OF_DISTRIBUTION = "out_of_distribution"
     INVALID = "invalid"
     NO_OFFSET = "no_offset"
+    OFFSET_ONLY = "offset_only"  # a companion object: an offset and no matrix (section 1)
 
     @property
     def flagged(self) -> bool:
@@ -70,6 +71,89 @@ class DecisionPolicy:
             raise ValueError("credible_mass must be in (0, 1)")
 
 
+class CheckName(str, Enum):
+    """The checks that can flag a decision beyond its kind (docs/contract.md section 4)."""
+
+    DECLARED_POSITION = "declared_position"  # section 1: the SRO's Patient Position (0018,5100)
+    CONSOLE_CONVENTION = "console_convention"  # section 6: the console's established convention
+    PAIRING = "pairing"  # section 1: the companion object pairing
+
+
+class CheckResult(str, Enum):
+    """A check's result: ``passed``/``consistent`` do not flag, the failing ones do."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # declared_position: the decoded position is not the declared one
+    CONSISTENT = "consistent"  # console_convention
+    CHANGED = "changed"  # console_convention: flagged
+    AMBIGUOUS = "ambiguous"  # pairing: two candidates equally near, or two companions: flagged
+    NOT_CHECKED = "not_checked"  # nothing to check against (not flagged)
+
+    @property
+    def flags(self) -> bool:
+        """Whether this result flags the record (and alerts an operator)."""
+        return self in (CheckResult.FAILED, CheckResult.CHANGED, CheckResult.AMBIGUOUS)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check of a record: its name, result and a sentence a physicist reads; ``details``
+    holds what the check compared (JSON-serialisable)."""
+
+    name: CheckName
+    result: CheckResult
+    sentence: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name.value, "result": self.result.value, "sentence": self.sentence,
+                "details": dict(self.details)}
+
+
+class OffsetSourceKind(str, Enum):
+    """Where a record's couch offset came from (docs/contract.md sections 1 and 4)."""
+
+    OVERRIDE = "override"  # --offset / --isocenter on the command line
+    PRIVATE_ELEMENTS = "private_elements"  # the SRO's own private elements (the sender's profile)
+    COMPANION = "companion"  # a companion object (the XVI RPS export), named by its UID
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetSource:
+    """Where the offset came from: ``kind`` and, for a companion, its SOP Instance UID; for
+    private elements, the profile that read them (docs/contract.md section 4)."""
+
+    kind: OffsetSourceKind
+    sop_instance_uid: str | None = None  # COMPANION: the companion's SOP Instance UID
+    profile: str | None = None  # PRIVATE_ELEMENTS / COMPANION: the offset profile's name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "sop_instance_uid": self.sop_instance_uid,
+                "profile": self.profile}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One registration found in an SRO (docs/contract.md section 1, "several registrations"):
+    a Matrix Registration Sequence item of a registered Registration Sequence item, its label
+    (the sender's private label element, e.g. XVI's (0021,xx39)) and Frame of Reference
+    Transformation Comment (3006,00C8); ``decoded`` marks the one selected. ``item`` and
+    ``matrix_item`` are 1-based positions in the Registration Sequence and in that item's Matrix
+    Registration Sequence."""
+
+    frame_of_reference_uid: str
+    label: str | None
+    comment: str | None
+    item: int
+    matrix_item: int
+    decoded: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frame_of_reference_uid": self.frame_of_reference_uid, "label": self.label,
+                "comment": self.comment, "item": self.item, "matrix_item": self.matrix_item,
+                "decoded": self.decoded}
+
+
 @dataclass(frozen=True, slots=True)
 class Alternative:
     convention: Convention
@@ -82,6 +166,44 @@ class Alternative:
             "probability": self.probability,
             "displacement_mm": self.displacement_mm,
         }
+
+
+class Component(str, Enum):
+    """The three components of a convention (docs/contract.md section 4: settled or open)."""
+
+    ORDER = "order"
+    DIRECTION = "direction"
+    PATIENT_POSITION = "patient_position"
+
+
+class CauseKind(str, Enum):
+    """The reporting errors tried, in this fixed order, for an ``out_of_distribution`` decision
+    (docs/contract.md section 7)."""
+
+    CENTIMETRES_AS_MM = "translations_cm_read_as_mm"
+    MM_AS_CENTIMETRES = "translations_mm_read_as_cm"
+    RADIANS = "rotations_in_radians"
+    ROTATION_SIGN = "rotation_sign_flipped"
+    TRANSLATION_SIGN = "translation_sign_flipped"
+    AXES_RELABELLED = "rotation_axes_relabelled"
+    OTHER_REGISTRATION = "other_registration"
+
+
+@dataclass(frozen=True, slots=True)
+class LikelyCause:
+    """A reporting error that would explain an out-of-distribution input, with the convention
+    that then fits (docs/contract.md section 7): a hint for a person, never a decision."""
+
+    kind: CauseKind
+    sentence: str
+    convention: Convention
+    probability: float  # of ``convention`` once the error is undone
+    corrected_offset: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cause": self.kind.value, "sentence": self.sentence,
+                "convention": self.convention.as_dict(), "probability": self.probability,
+                "corrected_offset": dict(self.corrected_offset)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +227,32 @@ class DecodeRecord:
     implied_offsets: tuple[dict[str, Any], ...] = ()
     top_conventions: tuple[tuple[Convention, float, float], ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    checks: tuple[Check, ...] = ()
+    #: where ``offset`` came from (``None``: no offset)
+    offset_source: OffsetSource | None = None
+    #: the registrations found in the SRO, the decoded one marked (section 1)
+    candidates: tuple[Candidate, ...] = ()
+    #: Patient Position (0018,5100) as the SRO declares it (a defined term of PS3.3 C.7.3.1.1.2,
+    #: or the sender's text when it is none of the eight), ``None`` when absent
+    declared_patient_position: str | None = None
+    #: the other object of a companion pair: for an SRO, its companion's SOP Instance UID; for
+    #: an ``offset_only`` companion record, its SRO's
+    paired_sop_instance_uid: str | None = None
+    #: the posterior mass of the hypotheses clinically equivalent to the most probable one
+    equivalent_probability: float | None = None
+    #: components the same across the credible set, and those that are not (section 4)
+    settled: tuple[Component, ...] = ()
+    open: tuple[Component, ...] = ()
+    #: for ``out_of_distribution``: the reporting errors that would explain it (section 7)
+    likely_causes: tuple[LikelyCause, ...] = ()
+    #: the whole posterior over :data:`HYPOTHESES` (not in the JSON line: the console's
+    #: history combines it with the established convention, docs/contract.md section 6)
+    posterior: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def flagged(self) -> bool:
-        return self.decision.flagged
+        """Flagged by its decision or by a failing check (docs/contract.md section 4)."""
+        return self.decision.flagged or any(c.result.flags for c in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
         residual = None
@@ -142,6 +286,15 @@ class DecodeRecord:
             ],
             "implied_offsets": list(self.implied_offsets),
             "warnings": list(self.warnings),
+            "checks": [c.as_dict() for c in self.checks],
+            "offset_source": None if self.offset_source is None else self.offset_source.as_dict(),
+            "candidates": [c.as_dict() for c in self.candidates],
+            "declared_patient_position": self.declared_patient_position,
+            "paired_sop_instance_uid": self.paired_sop_instance_uid,
+            "equivalent_probability": self.equivalent_probability,
+            "settled": [c.value for c in self.settled],
+            "open": [c.value for c in self.open],
+            "likely_causes": [c.as_dict() for c in self.likely_causes],
         }
 
 
@@ -190,6 +343,76 @@ def no_offset_record(
         implied_offsets=implied,
         warnings=warnings,
     )
+
+
+def offset_only_record(
+    model: ModelInfo,
+    offset: CouchOffset,
+    *,
+    path: str | None = None,
+    sop_instance_uid: str | None = None,
+    paired_sop_instance_uid: str | None = None,
+    precision: Precision | None = None,
+    checks: tuple[Check, ...] = (),
+    warnings: tuple[str, ...] = (),
+    profile: str | None = None,
+) -> DecodeRecord:
+    """A companion object's record (docs/contract.md section 4, ``offset_only``): the offset it
+    carries, its source (the companion itself), and the SRO it is paired with, if any. Flagged
+    only through ``checks`` (a ``pairing`` check that is ambiguous); a companion that cannot be
+    read is an ``invalid`` record instead."""
+    if paired_sop_instance_uid is None:
+        reason = "a companion object: its offset waits for the SRO it belongs to"
+    else:
+        reason = f"a companion object: its offset decodes the SRO {paired_sop_instance_uid}"
+    return DecodeRecord(
+        decision=DecisionKind.OFFSET_ONLY,
+        reason=reason,
+        model=model,
+        path=path,
+        sop_instance_uid=sop_instance_uid,
+        offset=offset,
+        precision=precision,
+        offset_source=OffsetSource(OffsetSourceKind.COMPANION, sop_instance_uid, profile),
+        paired_sop_instance_uid=paired_sop_instance_uid,
+        checks=checks,
+        warnings=warnings,
+    )
+
+
+_COMPONENT_NAMES = {Component.ORDER: "rotation order", Component.DIRECTION: "direction",
+                    Component.PATIENT_POSITION: "patient position"}
+
+
+def settled_components(
+    members: list[Convention],
+) -> tuple[tuple[Component, ...], tuple[Component, ...]]:
+    """Which of order, direction and patient position are the same across ``members`` (the
+    credible set), and which are open (docs/contract.md section 4)."""
+    counts = {
+        Component.ORDER: len({h.order for h in members}),
+        Component.DIRECTION: len({h.inverse for h in members}),
+        Component.PATIENT_POSITION: len({h.patient_position for h in members}),
+    }
+    settled = tuple(c for c, n in counts.items() if n <= 1)
+    return settled, tuple(c for c, n in counts.items() if n > 1)
+
+
+def open_components_reason(open_: tuple[Component, ...], members: list[Convention],
+                           spread_mm: float, policy: DecisionPolicy) -> str:
+    """The reason of a ``confident`` decision with open components, in words
+    (docs/contract.md section 4: "rotation order not determined: 6 orders within 0.3 mm at
+    100 mm")."""
+    counts: dict[Component, tuple[int, str]] = {
+        Component.ORDER: (len({h.order for h in members}), "orders"),
+        Component.DIRECTION: (len({h.inverse for h in members}), "directions"),
+        Component.PATIENT_POSITION: (len({h.patient_position for h in members}), "positions"),
+    }
+    parts = [f"{_COMPONENT_NAMES[c]} not determined: {counts[c][0]} {counts[c][1]}"
+             for c in open_]
+    return (f"{'; '.join(parts)} within {spread_mm:.2g} mm at {policy.radius_mm:g} mm "
+            f"(clinically equivalent within {policy.tolerance_mm:g} mm, so the decision is "
+            "confident)")
 
 
 def credible_sets(posterior: np.ndarray, mass: float) -> list[np.ndarray]:
@@ -276,6 +499,10 @@ def decide(
         else:
             kind = DecisionKind.CONFIDENT
             reason = None
+        settled, open_ = settled_components([HYPOTHESES[k] for k in members])
+        if kind is DecisionKind.CONFIDENT and open_:
+            reason = open_components_reason(open_, [HYPOTHESES[k] for k in members],
+                                            float(disp_all[i, members].max()), policy)
         records.append(
             DecodeRecord(
                 decision=kind,
@@ -283,6 +510,11 @@ def decide(
                 model=model,
                 convention=HYPOTHESES[best],
                 probability=float(posterior[i, best]),
+                equivalent_probability=float(
+                    posterior[i][disp_all[i] <= policy.tolerance_mm].sum()),
+                settled=settled,
+                open=open_,
+                posterior=tuple(float(v) for v in posterior[i]),
                 alternatives=alternatives,
                 energy=float(output.energy[i]),
                 residual_rotation_deg=res_r,

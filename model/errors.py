@@ -26,6 +26,13 @@ class InvalidReason(str, Enum):
     MULTIPLE_REGISTERED_ITEMS = "multiple_registered_items"
     MULTIPLE_REFERENCE_ITEMS = "multiple_reference_items"
     OFFSET_INVALID = "offset_invalid"  # the couch offset block is present but malformed
+    # the companion object of docs/contract.md section 1 (the XVI RPS export)
+    COMPANION_ZIP_MISSING = "companion_zip_missing"  # no ZIP element (creator, element) in it
+    COMPANION_ZIP_INVALID = "companion_zip_invalid"  # not a ZIP archive, or damaged
+    COMPANION_ZIP_TOO_LARGE = "companion_zip_too_large"  # over 10 MB expanded or 100 members
+    COMPANION_ZIP_UNSAFE_NAME = "companion_zip_unsafe_name"  # a path or absolute member name
+    COMPANION_INI_MISSING = "companion_ini_missing"  # no (or more than one) <UID>.INI.XVI member
+    COMPANION_INI_MALFORMED = "companion_ini_malformed"  # no alignment section or bad values
     # refusals of the node and of decode beyond the checks of docs/contract.md section 1
     DATASET_TOO_LARGE = "dataset_too_large"  # over [node] max_dataset_bytes: refused
     REQUEST_UID_TOO_LONG = "request_uid_too_long"  # a C-STORE request UID over 64 characters

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -25,19 +26,34 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from model.batch import DecodeInput, InputBatch
+from model.consoles.causes import likely_causes
+from model.conventions import HYPOTHESES, N_HYPOTHESES, PatientPosition
 from model.decision import (
+    Check,
+    CheckName,
+    CheckResult,
     DecisionKind,
     DecisionPolicy,
     DecodeRecord,
+    OffsetSource,
+    OffsetSourceKind,
     decide,
     invalid_record,
     no_offset_record,
+    offset_only_record,
 )
 from model.decoder import Decoder
-from model.dicom.sro import sop_instance_uid_of
+from model.dicom.sro import SpatialRegistration, sop_instance_uid_of
 from model.dicom.structure import StructureError, check_structure
 from model.errors import InvalidReason
-from model.inputs import DEFAULT_REGISTRY, AdapterRegistry, InvalidInput, RegistrationInput
+from model.inputs import (
+    DEFAULT_REGISTRY,
+    AdapterRegistry,
+    CompanionInput,
+    InvalidInput,
+    RegistrationInput,
+)
+from model.inputs.pairing import Pairing, PairingState, pair
 from model.inputs.profiles import DEFAULT_PROFILE, OffsetProfile
 from model.offset import CouchOffset, Precision, TranslationUnit
 
@@ -91,29 +107,42 @@ def decode_options(
                          isocenter_override=iso)
 
 
-def _prepare(
-    ds: Dataset, decoder: Decoder, options: DecodeOptions, path: str | None
-) -> tuple[RegistrationInput | None, DecodeRecord | None]:
-    """Read ``ds`` through the input adapters; the input to decode (its offset being the first
-    source of docs/contract.md section 1.7 that holds one), or the object's record."""
-    read = options.adapters.read(ds, options.profile)
-    if isinstance(read, InvalidInput):
-        return None, invalid_record(
-            decoder.info, read.reason, read.message, path=path,
-            sop_instance_uid=read.sop_instance_uid)
-    reg = read.registration
-    offset = options.offset_override or read.offset
-    if offset is not None and options.isocenter_override is not None:
+def _own_offset(read: RegistrationInput, options: DecodeOptions
+                ) -> tuple[CouchOffset | None, OffsetSource | None]:
+    """The first of the SRO's own offset sources that holds one (docs/contract.md section 1):
+    the override, then its private elements."""
+    if options.offset_override is not None:
+        offset, source = options.offset_override, OffsetSource(OffsetSourceKind.OVERRIDE)
+    elif read.offset is not None:
+        offset = read.offset
+        source = OffsetSource(OffsetSourceKind.PRIVATE_ELEMENTS, profile=options.profile.name)
+    else:
+        return None, None
+    if options.isocenter_override is not None:
         offset = dataclasses.replace(offset, isocenter_mm=options.isocenter_override)
-    if offset is None:
-        return None, no_offset_record(
-            decoder.info,
-            reg.matrix,
-            path=path,
-            sop_instance_uid=reg.sop_instance_uid,
-            warnings=reg.warnings,
-        )
-    return (read if offset is read.offset else RegistrationInput(reg, offset)), None
+    return offset, source
+
+
+def _pairing_check(pairing: Pairing) -> Check:
+    return Check(CheckName.PAIRING, CheckResult.AMBIGUOUS, pairing.sentence, {
+        "candidates": [k.sop_instance_uid for k in pairing.candidates],
+        "competitors": [k.sop_instance_uid for k in pairing.competitors]})
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """An SRO ready to decode, with its offset, where it came from, and its pairing."""
+
+    read: RegistrationInput
+    offset: CouchOffset
+    source: OffsetSource
+    paired: str | None
+    checks: tuple[Check, ...]
+
+
+def _sro_extras(reg: SpatialRegistration) -> dict[str, object]:
+    return {"candidates": reg.candidates,
+            "declared_patient_position": reg.declared_patient_position}
 
 
 def decode_datasets(
@@ -124,9 +153,15 @@ def decode_datasets(
     """Decode ``(dataset or None, path, error text)`` triples in one batch, keeping their order.
 
     A ``None`` dataset is a file that could not be read; its error text becomes the reason.
+    SROs and companion objects given together are paired (:func:`model.inputs.pairing.pair`,
+    docs/contract.md section 1) when the profile uses companions: a paired SRO without an offset
+    of its own is decoded with its companion's (``offset_source`` names the companion), the
+    companion's record is ``offset_only`` and names its SRO; an ambiguous pairing adds a
+    flagged ``pairing`` check to each object involved and pairs nothing. To decode an SRO with
+    a companion received earlier, give both data sets.
     """
     out: list[DecodeRecord | None] = [None] * len(datasets)
-    todo: list[tuple[int, RegistrationInput]] = []
+    reads: dict[int, RegistrationInput | CompanionInput] = {}
     for i, (ds, path, error) in enumerate(datasets):
         if ds is None:
             out[i] = invalid_record(
@@ -134,23 +169,70 @@ def decode_datasets(
             )
             continue
         try:
-            reg, record = _prepare(ds, decoder, options, path)
-        except Exception as exc:  # e.g. an override that does not fit: still this file's record
-            reg, record = None, invalid_record(
-                decoder.info, InvalidReason.UNREADABLE,
-                f"the dataset cannot be understood: {type(exc).__name__}: {exc}", path=path,
-                sop_instance_uid=sop_instance_uid_of(ds))
-        if record is not None:
-            out[i] = record
+            read = options.adapters.read(ds, options.profile)
+        except Exception as exc:  # not expected: the registry turns failures into InvalidInput
+            read = InvalidInput(InvalidReason.UNREADABLE,
+                                f"the dataset cannot be understood: {type(exc).__name__}: {exc}",
+                                sop_instance_uid_of(ds))
+        if isinstance(read, InvalidInput):
+            out[i] = invalid_record(decoder.info, read.reason, read.message, path=path,
+                                    sop_instance_uid=read.sop_instance_uid)
         else:
-            assert reg is not None
-            todo.append((i, reg))
-    if todo:
+            reads[i] = read
+    companions = {i: r for i, r in reads.items() if isinstance(r, CompanionInput)}
+    sros = {i: r for i, r in reads.items() if isinstance(r, RegistrationInput)}
+    pairings = None
+    if companions and options.profile.companion:
+        pairings = pair([c.key for c in companions.values()], [r.key for r in sros.values()],
+                        options.profile.pair_window_s)
+    by_uid = {c.sop_instance_uid: c for c in companions.values()}
+    for i, comp in companions.items():
+        found = None if pairings is None else pairings.by_companion[comp.sop_instance_uid]
+        paired = found.sro.sop_instance_uid if found is not None and found.sro is not None \
+            and found.state is PairingState.PAIRED else None
+        flags = (_pairing_check(found),) if found is not None and found.flagged else ()
+        out[i] = offset_only_record(
+            decoder.info, comp.offset, path=datasets[i][1], sop_instance_uid=comp.sop_instance_uid,
+            paired_sop_instance_uid=paired, precision=options.profile.precision, checks=flags,
+            warnings=comp.warnings, profile=options.profile.name)
+    # SROs that a companion found equally near to another SRO: flagged too
+    tied: dict[str, list[Pairing]] = {}
+    for found in (pairings.by_companion.values() if pairings is not None else ()):
+        if found.state is PairingState.AMBIGUOUS and not found.competitors:
+            for key in found.candidates:
+                tied.setdefault(key.sop_instance_uid, []).append(found)
+    todo: list[tuple[int, _Ready]] = []
+    for i, read in sros.items():
+        reg = read.registration
+        offset, source = _own_offset(read, options)
+        checks: list[Check] = [_pairing_check(f) for f in tied.get(reg.sop_instance_uid, ())]
+        paired = None
+        found = None if pairings is None else pairings.by_sro.get(reg.sop_instance_uid)
+        if found is not None and found.flagged:
+            checks.append(_pairing_check(found))
+        elif found is not None and found.companion is not None:
+            paired = found.companion.sop_instance_uid
+            if offset is None:
+                offset = by_uid[paired].offset
+                if options.isocenter_override is not None:
+                    offset = dataclasses.replace(offset,
+                                                 isocenter_mm=options.isocenter_override)
+                source = OffsetSource(OffsetSourceKind.COMPANION, paired, options.profile.name)
+        if offset is None:
+            out[i] = dataclasses.replace(
+                no_offset_record(decoder.info, reg.matrix, path=datasets[i][1],
+                                 sop_instance_uid=reg.sop_instance_uid, warnings=reg.warnings),
+                checks=tuple(checks), **_sro_extras(reg))  # type: ignore[arg-type]
+            continue
+        assert source is not None
+        todo.append((i, _Ready(read, offset, source, paired, tuple(checks))))
+    for start in range(0, len(todo), DECODE_CHUNK):
+        part = todo[start:start + DECODE_CHUNK]
         try:
-            decided = _decide(todo, decoder, options)
+            decided = _decide(part, decoder, options)
         except Exception:  # one input the decoder fails on: find it, decode the others
             decided = []
-            for one in todo:
+            for one in part:
                 try:
                     decided.extend(_decide([one], decoder, options))
                 except Exception as exc:
@@ -158,26 +240,61 @@ def decode_datasets(
                         decision=DecisionKind.INVALID, reason_code=InvalidReason.DECODE_ERROR,
                         reason=f"the decoder failed: {type(exc).__name__}: {exc}",
                         model=decoder.info))
-        for (i, ready), record in zip(todo, decided, strict=True):
+        for (i, ready), record in zip(part, decided, strict=True):
+            reg = ready.read.registration
+            position = declared_position_check(record, reg.declared_patient_position)
+            done = ready.checks if position is None else (position, *ready.checks)
             out[i] = dataclasses.replace(
                 record,
                 path=datasets[i][1],
-                sop_instance_uid=ready.registration.sop_instance_uid,
-                warnings=ready.registration.warnings,
+                sop_instance_uid=reg.sop_instance_uid,
+                warnings=reg.warnings,
+                offset_source=ready.source if record.offset is not None else None,
+                paired_sop_instance_uid=ready.paired,
+                checks=(*record.checks, *done),
+                **_sro_extras(reg),  # type: ignore[arg-type]
             )
     return [r for r in out if r is not None]
 
 
-def _decide(todo: list[tuple[int, RegistrationInput]], decoder: Decoder,
+def declared_position_check(record: DecodeRecord, declared: str | None) -> Check | None:
+    """The ``declared_position`` check (docs/contract.md section 4) of a decoded record: failed
+    when the SRO declares one of the eight patient positions and no hypothesis of the credible
+    set (the decoded convention and its alternatives) has it. Never restricts the decision.
+    ``None`` when nothing is declared or nothing was decoded (``invalid``, ``no_offset``,
+    ``out_of_distribution``: no convention explains the data)."""
+    if declared is None or record.convention is None or \
+            record.decision is DecisionKind.OUT_OF_DISTRIBUTION:
+        return None
+    try:
+        position = PatientPosition(declared.upper())
+    except ValueError:
+        return Check(CheckName.DECLARED_POSITION, CheckResult.NOT_CHECKED,
+                     f"the declared Patient Position {declared[:16]!r} is none of the eight "
+                     "defined terms (PS3.3 C.7.3.1.1.2)", {"declared": declared[:16]})
+    found = sorted({record.convention.patient_position.value,
+                    *(a.convention.patient_position.value for a in record.alternatives)})
+    details = {"declared": position.value, "decoded": found}
+    if position.value in found:
+        return Check(CheckName.DECLARED_POSITION, CheckResult.PASSED,
+                     f"the decoded convention fits the declared position {position.value}",
+                     details)
+    return Check(CheckName.DECLARED_POSITION, CheckResult.FAILED,
+                 f"the SRO declares {position.value} but the offset fits "
+                 f"{' or '.join(found)}: a console that ignores the patient position, or a "
+                 "wrong position entered at the console", details)
+
+
+def _decide(todo: list[tuple[int, _Ready]], decoder: Decoder,
             options: DecodeOptions) -> list[DecodeRecord]:
     precision = options.profile.precision
     inputs = [
-        DecodeInput(r.registration.matrix, r.offset, precision,  # type: ignore[arg-type]
-                    r.registration.orthonormality_error, options.policy.isocenter_bound_mm)
+        DecodeInput(r.read.registration.matrix, r.offset, precision,
+                    r.read.registration.orthonormality_error, options.policy.isocenter_bound_mm)
         for _, r in todo
     ]
     batch = InputBatch.from_inputs(inputs)
-    return decide(
+    records = decide(
         batch,
         decoder.decode(batch),
         decoder.info,
@@ -185,6 +302,28 @@ def _decide(todo: list[tuple[int, RegistrationInput]], decoder: Decoder,
         precisions=[precision] * len(todo),
         offsets=[x.offset for x in inputs],
     )
+    return with_likely_causes(batch, records)
+
+
+_POSITIONS = {p.value for p in PatientPosition}
+
+
+def with_likely_causes(batch: InputBatch, records: list[DecodeRecord]) -> list[DecodeRecord]:
+    """Each ``out_of_distribution`` record with its likely causes (docs/contract.md section 7),
+    all of them tried in one batch."""
+    ood = [i for i, r in enumerate(records) if r.decision is DecisionKind.OUT_OF_DISTRIBUTION]
+    if not ood:
+        return records
+    expected = np.ones((len(ood), N_HYPOTHESES), dtype=bool)
+    for row, i in enumerate(ood):
+        declared = records[i].declared_patient_position
+        if declared in _POSITIONS:
+            expected[row] = [h.patient_position.value == declared for h in HYPOTHESES]
+    causes = likely_causes(batch.subset(np.array(ood, dtype=np.int64)), expected=expected)
+    out = list(records)
+    for i, found in zip(ood, causes, strict=True):
+        out[i] = dataclasses.replace(out[i], likely_causes=found)
+    return out
 
 
 def decode_dataset(ds: Dataset, decoder: Decoder, options: DecodeOptions) -> DecodeRecord:
@@ -264,12 +403,19 @@ def read_file(path: Path) -> tuple[Dataset | None, str | None]:
     return read_bytes(data)
 
 
+#: how many inputs the decoder is given at once
+DECODE_CHUNK = 512
+
+
 def decode_files(
-    paths: Sequence[Path], decoder: Decoder, options: DecodeOptions, chunk: int = 512
+    paths: Sequence[Path], decoder: Decoder, options: DecodeOptions, chunk: int | None = None
 ) -> Iterator[tuple[DecodeRecord, bool]]:
-    """Decode files in chunks, in order. Yields ``(record, readable)``."""
-    for start in range(0, len(paths), chunk):
-        part = paths[start : start + chunk]
+    """Decode files in order. Yields ``(record, readable)``. With ``chunk`` (files read and
+    paired at a time) of ``None``, all of them: SROs and companions anywhere in ``paths`` pair
+    (docs/contract.md section 5); the decoder still takes :data:`DECODE_CHUNK` at a time."""
+    size = max(1, len(paths)) if chunk is None else chunk
+    for start in range(0, len(paths), size):
+        part = paths[start : start + size]
         loaded = [(p, *read_file(p)) for p in part]
         triples = [(ds, str(p), err) for p, ds, err in loaded]
         try:

@@ -102,14 +102,16 @@ class Metrics:
             lines.append(f'{full}_bucket{{le="{_number(bound)}"}} {running}')
         lines += [f"{full}_sum {_number(total)}", f"{full}_count {running}"]
         for name, (text, read) in self._gauges.items():
+            reading: float | None
             try:
-                value = read()
+                reading = read()
             except Exception:  # a gauge that cannot be read now is left out, not an error page
-                value = None
-            if value is None:
+                reading = None
+            if reading is None:
                 continue
             full = PREFIX + name
-            lines += [f"# HELP {full} {text}", f"# TYPE {full} gauge", f"{full} {_number(value)}"]
+            lines += [f"# HELP {full} {text}", f"# TYPE {full} gauge",
+                      f"{full} {_number(reading)}"]
         return "\n".join(lines) + "\n"
 
 

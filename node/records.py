@@ -8,10 +8,12 @@ import another for a record type. Coded values are string enums stored as their 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from model.consoles.identity import ConsoleIdentity
 from model.decision import DecodeRecord
 
 
@@ -42,6 +44,79 @@ class AlertState(str, Enum):
     PENDING = "pending"  # waiting for its next attempt
     SENT = "sent"
     FAILED = "failed"  # cannot be built or sent at all: never retried, its reason in last_error
+    NOT_SENT = "not_sent"  # the decision was acknowledged before it was sent (last_error: by whom)
+
+
+class PairingRole(str, Enum):
+    """What an object is to companion pairing (docs/contract.md section 1, offset sources 3)."""
+
+    SRO = "sro"  # an SRO without an offset of its own: a companion may supply it
+    COMPANION = "companion"  # a companion object (the Elekta XVI RPS export): an offset
+
+
+class PairingStatus(str, Enum):
+    """An object's pairing state in the audit database (``received_objects.pairing_state``)."""
+
+    AWAITING_OFFSET = "awaiting_offset"  # an SRO recorded ``no_offset``, waiting for its companion
+    AWAITING_SRO = "awaiting_sro"  # a companion whose SRO has not arrived (or not in the window)
+    PAIRED = "paired"
+    AMBIGUOUS = "ambiguous"  # two companions for one SRO, or two SROs equally near: flagged
+
+
+@dataclass(frozen=True, slots=True)
+class PairingFacts:
+    """What pairing needs of one received object: stored with it, so that a restart between an
+    SRO and its companion loses nothing. ``time`` is naive, the sender's local time."""
+
+    role: PairingRole
+    status: PairingStatus
+    patient_id: str | None
+    study_instance_uid: str | None
+    time: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PairingLink:
+    """A link between a companion object and an SRO, added with a receipt. ``None`` for an
+    object id means the receipt's own object; ``decided``: the link led to the SRO decision it
+    is recorded with (the receipt's own, or that of the :class:`SRODecisionUpdate` holding it)."""
+
+    sro_object_id: int | None
+    companion_object_id: int | None
+    status: PairingStatus
+    seconds: float | None
+    decided: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SRODecisionUpdate:
+    """A new decision for an SRO recorded earlier, because its pairing changed when another
+    object arrived (its companion: decoded with the companion's offset; a second companion:
+    ``pairing`` ambiguous). The writer checks in the same transaction that
+    ``supersedes_decision_id`` is still the SRO's current decision (else
+    :class:`PairingConflict`)."""
+
+    sro_object_id: int
+    supersedes_decision_id: int
+    sop_instance_uid: str | None
+    calling_ae_title: str | None
+    record: DecodeRecord
+    alert: AlertMessage | None
+    status: PairingStatus
+    links: tuple[PairingLink, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompanionUpdate:
+    """A companion recorded earlier whose pairing state changes (checked like an update)."""
+
+    companion_object_id: int
+    expected: PairingStatus
+    status: PairingStatus
+
+
+class PairingConflict(RuntimeError):
+    """The audit database changed between planning a pairing and recording it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +161,20 @@ class Receipt:
     alert: AlertMessage | None = None
     duplicate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: companion pairing (docs/contract.md section 1): this object's facts, the decisions and
+    #: states of objects recorded earlier that change with it, and the links to add
+    pairing: PairingFacts | None = None
+    sro_updates: tuple[SRODecisionUpdate, ...] = ()
+    companion_updates: tuple[CompanionUpdate, ...] = ()
+    links: tuple[PairingLink, ...] = ()
+    #: the console the object came from and its patient (a hash of Patient ID), for the
+    #: ``console_convention`` check (docs/contract.md section 6); ``compose`` builds the alert
+    #: again when the check changes the record; ``checked`` is what the check added (the
+    #: writer links it to the decision)
+    console: ConsoleIdentity | None = None
+    patient_key: str | None = None
+    compose: Callable[[DecodeRecord], AlertMessage | None] | None = None
+    checked: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

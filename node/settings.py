@@ -45,8 +45,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from model.consoles.history import HistoryPolicy
 from model.decision import DecisionPolicy
-from model.inputs.profiles import OffsetProfile
+from model.inputs.profiles import (
+    SHIPPED_PROFILES,
+    OffsetLayout,
+    OffsetProfile,
+    RotationUnit,
+    ValueVR,
+    parse_components,
+)
 from model.offset import Precision, TranslationUnit
 
 ENV_PREFIX = "SRO_DECODER_"
@@ -185,6 +193,24 @@ class DecisionSettings(Section):
     isocenter_bound_mm: Float = Field(_POLICY.isocenter_bound_mm, gt=0)
 
 
+_HISTORY = HistoryPolicy()  # the consoles' defaults live in model.consoles
+
+
+class ConsolesSettings(Section):
+    """Consoles over time (docs/contract.md section 6): how many consecutive confident decisions
+    establish a learned convention, the prior error rate of an established console, and the
+    change detector's threshold (set on held-out synthetic histories, in the model card)."""
+
+    learn_after: Int = Field(_HISTORY.learn_after, ge=1, le=1000)
+    error_rate: Float = Field(_HISTORY.error_rate, gt=0, lt=1)
+    sprt_threshold: Float = Field(_HISTORY.sprt_threshold, gt=0)
+
+    @property
+    def policy(self) -> HistoryPolicy:
+        return HistoryPolicy(learn_after=self.learn_after, error_rate=self.error_rate,
+                             sprt_threshold=self.sprt_threshold)
+
+
 class SmtpSettings(Section):
     host: NonEmpty = "localhost"
     port: Int = Field(25, ge=1, le=65535)
@@ -250,39 +276,149 @@ class WebSettings(Section):
         return value
 
 
+_File = Annotated[str, _checked(lambda s: not s or Path(s).is_file(), "is not a file")]
+
+
+class TlsSettings(Section):
+    """DICOM TLS (PS3.15 Annex B.9, the BCP 195 secure transport connection profile): TLS 1.2
+    at least, BCP 195 cipher suites; ``port`` 0 puts TLS on ``[node] port`` instead of plain
+    TCP. The files are loaded at start-up (node/dimse/tls.py), which names the wrong one."""
+
+    enabled: Bool = False
+    port: Int = Field(2762, ge=0, le=65535)
+    certificate: _File = ""
+    key: _File = ""
+    ca_file: _File = ""
+    require_client_certificate: Bool = False
+
+    @model_validator(mode="after")
+    def _files(self) -> TlsSettings:
+        if not self.enabled:
+            return self
+        for name in ("certificate", "key"):
+            if not getattr(self, name):
+                raise SettingsError(f"setting [tls] {name}: must be given when [tls] enabled")
+        if self.require_client_certificate and not self.ca_file:
+            raise SettingsError("setting [tls] ca_file: must be given when [tls] "
+                                "require_client_certificate (the CAs client certificates "
+                                "are checked against)")
+        return self
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _peer_address(value: str) -> str:
+    """An address range (``10.1.2.0/24``, ``192.0.2.7``, IPv6 too) or a host name."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+        return value
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{value!r} is neither an address, an address range nor a host name")
+    return value
+
+
+PeerAddresses = Annotated[tuple[Annotated[str, AfterValidator(_peer_address)], ...],
+                          BeforeValidator(_list)]
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.strip().rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return value.strip()
+
+
+class CommitmentSettings(Section):
+    """Storage Commitment Push Model SCP (PS3.4 Annex J; node/dimse/commitment.py)."""
+
+    #: calling AE title -> ``host:port`` where its Storage Commitment SCU listens, for a
+    #: report whose association was released before it could be sent (PS3.4 J.3.3)
+    requesters: dict[AETitle, Annotated[str, AfterValidator(_host_port)]] = Field(
+        default_factory=dict)
+
+
 _OFFSET = OffsetProfile()  # the offset profile's defaults live in model.inputs.profiles
-_ZERO_IS_NONE = ("group", "isocenter_element", "console_element")
+_ZERO_IS_NONE = ("group", "isocenter_element", "console_element", "registration_selector",
+                 "label_creator")
 Element = Annotated[Int, Field(ge=0, le=255)]
 
 
 class ProfileSettings(Section):
-    """One offset profile of SPEC section 5 and the calling AE titles it applies to; 0 stands
-    for the :class:`OffsetProfile`'s ``None`` (``_ZERO_IS_NONE``)."""
+    """One offset profile of SPEC section 5 and the calling AE titles it applies to; 0 (or an
+    empty text) stands for the :class:`OffsetProfile`'s ``None`` (``_ZERO_IS_NONE``). The
+    shipped profiles (``model.inputs.profiles.SHIPPED_PROFILES``) are the defaults of the
+    ``profiles`` table, so a site file's ``[profiles.elekta_xvi]`` only adds to them."""
 
     calling_ae_titles: AETitles = ()
-    private_creator: Annotated[NonEmpty, Field(max_length=64)] = _OFFSET.private_creator
+    private_creator: Annotated[str, Field(max_length=64)] = _OFFSET.private_creator
     group: Int = _OFFSET.group or 0
+    block: Int = Field(_OFFSET.block, ge=0x10, le=0xFF)
     translation_element: Element = _OFFSET.translation_element
     rotation_element: Element = _OFFSET.rotation_element
     isocenter_element: Element = _OFFSET.isocenter_element or 0
     console_element: Element = _OFFSET.console_element or 0
+    vr: ValueVR = _OFFSET.vr
+    layout: OffsetLayout = _OFFSET.layout
+    translation_components: str = _OFFSET.translation_components
+    rotation_components: str = _OFFSET.rotation_components
     translation_unit: TranslationUnit = _OFFSET.translation_unit
+    rotation_unit: RotationUnit = _OFFSET.rotation_unit
     wrap_angles: Bool = _OFFSET.wrap_angles
     rotation_step_deg: Float = Field(_OFFSET.precision.rotation_step_deg, gt=0)
     translation_step_mm: Float = Field(_OFFSET.precision.translation_step_mm, gt=0)
+    registration_selector: Annotated[str, Field(max_length=64)] = (
+        _OFFSET.registration_selector or "")
+    label_group: Int = _OFFSET.label_group
+    label_element: Element = _OFFSET.label_element
+    label_creator: Annotated[str, Field(max_length=64)] = _OFFSET.label_creator or ""
+    companion: Bool = _OFFSET.companion
+    pair_window_s: Float = Field(_OFFSET.pair_window_s, gt=0)
 
-    @field_validator("group")
+    @field_validator("group", "label_group")
     @classmethod
     def _group(cls, value: int) -> int:
         if not (value == 0 or (0x0009 <= value <= 0xFFFF and value % 2 == 1)):
             raise ValueError(f"0x{value:04X} is neither 0 nor an odd (private) group")
         return value
 
+    @field_validator("translation_components", "rotation_components")
+    @classmethod
+    def _components(cls, value: str) -> str:
+        parse_components(value)  # its ValueError says what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _fixed_tags(self) -> ProfileSettings:
+        if not self.private_creator.strip() and not self.group:
+            raise ValueError("an empty private_creator (fixed tags) needs a group")
+        return self
+
+    @classmethod
+    def of(cls, profile: OffsetProfile) -> ProfileSettings:
+        """The settings that give ``profile`` back (a shipped profile's table)."""
+        fields = {name: getattr(profile, name) for name in cls.model_fields
+                  if name not in ("calling_ae_titles", "rotation_step_deg",
+                                  "translation_step_mm")}
+        fields.update({key: fields[key] or (0 if key.endswith(("group", "element")) else "")
+                       for key in _ZERO_IS_NONE})
+        return cls(**fields, rotation_step_deg=profile.precision.rotation_step_deg,
+                   translation_step_mm=profile.precision.translation_step_mm)
+
     def offset_profile(self, name: str) -> OffsetProfile:
         fields = self.model_dump(exclude={"calling_ae_titles", *Precision.__dataclass_fields__})
         fields.update({key: fields[key] or None for key in _ZERO_IS_NONE})
         return OffsetProfile(name=name, **fields,
                              precision=Precision(self.rotation_step_deg, self.translation_step_mm))
+
+
+def _shipped_profiles() -> dict[str, ProfileSettings]:
+    return {name: ProfileSettings.of(profile) for name, profile in SHIPPED_PROFILES.items()}
 
 
 class Settings(BaseSettings):
@@ -296,13 +432,18 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     model: ModelSettings = ModelSettings()
     decision: DecisionSettings = DecisionSettings()
+    consoles: ConsolesSettings = ConsolesSettings()
     smtp: SmtpSettings = SmtpSettings()
     alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
+    tls: TlsSettings = TlsSettings()
+    commitment: CommitmentSettings = CommitmentSettings()
+    #: calling AE title -> the address ranges and host names it may connect from (the
+    #: peer allow-list, node/dimse/peers.py); titles not listed are not address-checked
+    peers: dict[AETitle, PeerAddresses] = Field(default_factory=dict)
     #: offset profiles by name; ``default`` applies to every calling AE title no other lists
-    profiles: dict[str, ProfileSettings] = Field(
-        default_factory=lambda: {"default": ProfileSettings()})
+    profiles: dict[str, ProfileSettings] = Field(default_factory=_shipped_profiles)
     _sources: tuple[str, ...] = PrivateAttr(default=())
 
     @classmethod
@@ -369,8 +510,9 @@ _LAYERS: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("_LAYER
 
 class _Environment(EnvSettingsSource):
     """``SRO_DECODER_<SECTION>__<KEY>`` from ``env`` (names case-insensitive); a variable naming
-    an unknown section is refused, not ignored, and ``SRO_DECODER_PROFILES__<NAME>__<KEY>``
-    matches a profile of the files whatever the case of its name."""
+    an unknown section is refused, not ignored, ``SRO_DECODER_PROFILES__<NAME>__<KEY>``
+    matches a profile of the files whatever the case of its name, and the AE title of
+    ``SRO_DECODER_PEERS__<AE_TITLE>`` is upper-cased."""
 
     def __init__(self, env: Mapping[str, str], profile_names: set[str]) -> None:
         self._env = env
@@ -390,6 +532,8 @@ class _Environment(EnvSettingsSource):
         if isinstance(data.get("profiles"), dict):
             data["profiles"] = {self._profile_names.get(name, name): values
                                 for name, values in data["profiles"].items()}
+        if isinstance(data.get("peers"), dict):  # names are case-insensitive: AE titles upper
+            data["peers"] = {name.upper(): values for name, values in data["peers"].items()}
         return data
 
 

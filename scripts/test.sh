@@ -3,11 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian's dcmtk (storescu, echoscu, storescp) and dicom3tools (dciodvfy); `command -v storescu`
-# is not enough: pynetdicom installs an app of the same name.
-if ! dpkg -s dcmtk dicom3tools >/dev/null 2>&1; then
+# is not enough: pynetdicom installs an app of the same name. chromium and chromium-driver run
+# the web console's browser tests (tests/web/test_browser.py, headless).
+if ! dpkg -s dcmtk dicom3tools chromium chromium-driver >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dicom3tools >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dicom3tools chromium \
+        chromium-driver >/dev/null
 fi
 python3 -m pip install -q -e '.[dev]'
 echo "== ruff" && python3 -m ruff check .

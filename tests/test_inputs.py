@@ -19,6 +19,7 @@ from model.errors import InvalidReason, SROError
 from model.inputs import (
     DEFAULT_REGISTRY,
     PRIVATE_BLOCK,
+    XVI_RPS,
     AdapterRegistry,
     InputAdapter,
     InvalidInput,
@@ -81,9 +82,9 @@ class Broken:
         raise TypeError("a value pydicom cannot convert")
 
 
-def test_default_registry_reads_spatial_registration_only() -> None:
-    assert DEFAULT_REGISTRY.sop_class_uids == (SRO_CLASS,)
-    assert DEFAULT_REGISTRY.adapters == (PRIVATE_BLOCK,)
+def test_default_registry_reads_spatial_registration_and_the_xvi_companion() -> None:
+    assert DEFAULT_REGISTRY.sop_class_uids == (SRO_CLASS, str(RawDataStorage))
+    assert DEFAULT_REGISTRY.adapters == (PRIVATE_BLOCK, XVI_RPS)
     assert isinstance(PRIVATE_BLOCK, InputAdapter)
     assert isinstance(RawCarrier(), InputAdapter)
 
@@ -132,7 +133,8 @@ def test_unknown_sop_class_is_not_spatial_registration(valid_sro: Dataset) -> No
     result = DEFAULT_REGISTRY.read(valid_sro, DEFAULT_PROFILE)
     assert result == InvalidInput(
         InvalidReason.NOT_SPATIAL_REGISTRATION,
-        f"SOP Class UID is '{CTImageStorage}', not Spatial Registration Storage ({SRO_CLASS})",
+        f"SOP Class UID is '{CTImageStorage}', not Spatial Registration Storage ({SRO_CLASS}) "
+        f"or Raw Data Storage ({RawDataStorage})",
         valid_sro.SOPInstanceUID)
     del valid_sro.SOPClassUID
     absent = DEFAULT_REGISTRY.read(valid_sro, DEFAULT_PROFILE)

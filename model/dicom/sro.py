@@ -9,6 +9,7 @@ complete instance with the couch offset in the default private block (section 1.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from model.conventions import FloatArray
+from model.decision import Candidate
 from model.dicom.structure import EncodedItem, NotParsed, encoded_items
 from model.errors import InvalidReason, SROError
 from model.geometry import rotation_block_error
@@ -59,6 +61,13 @@ class SpatialRegistration:
     patient_name: str | None
     orthonormality_error: float
     warnings: tuple[str, ...] = ()
+    #: Content Date (0008,0023) and Time (0008,0033): the registration time (XVI: approval),
+    #: naive, in the sender's local time; ``None`` when absent or not a valid DA/TM
+    content_datetime: dt.datetime | None = None
+    #: Patient Position (0018,5100) as declared (stripped text), ``None`` when absent
+    declared_patient_position: str | None = None
+    #: every candidate registration found, the decoded one marked (docs/contract.md section 1)
+    candidates: tuple[Candidate, ...] = ()
 
     @property
     def matrix(self) -> FloatArray:
@@ -200,27 +209,102 @@ def _registration_items(ds: Dataset) -> Sequence[Dataset | EncodedItem]:
     return _require_sequence(ds, _REGISTRATION_SEQUENCE, "the dataset")
 
 
-def _item_matrix(item: Dataset | EncodedItem, index: int) -> FloatArray:
-    """The composed matrix of one Registration Sequence item (PS3.3 C.20.2.1.1)."""
-    where = f"Registration Sequence item {index + 1}"
-    mrs = _require_sequence(item, _MATRIX_REGISTRATION_SEQUENCE, where)
+def _matrix_sequence(mr: Dataset | EncodedItem, where: str) -> FloatArray:
+    """One Matrix Registration Sequence item's matrix: its Matrix Sequence (0070,030A) composed
+    in sequence order (PS3.3 C.20.2.1.1), each matrix checked (docs/contract.md section 1)."""
+    matrices = _require_sequence(mr, _MATRIX_SEQUENCE, where)
     out: FloatArray | None = None
-    for mr in mrs:
-        matrices = _require_sequence(mr, _MATRIX_SEQUENCE,
-                                     f"{where} Matrix Registration Sequence")
-        for m_index, m_item in enumerate(matrices):
-            label = f"{where} Matrix Sequence item {m_index + 1}"
-            mtype = _require_ascii(m_item, _MATRIX_TYPE, label)
-            if mtype.strip() != "RIGID":
-                raise SROError(
-                    InvalidReason.MATRIX_TYPE_NOT_RIGID,
-                    f"{label}: Frame of Reference Transformation Matrix Type is {mtype!r}, "
-                    "only RIGID is decoded",
-                )
-            matrix = np.array(_matrix_values(m_item, label)).reshape(4, 4)
-            _check_rigid(matrix, label)
-            out = matrix if out is None else matrix @ out  # items apply in sequence order
+    for m_index, m_item in enumerate(matrices):
+        label = f"{where} Matrix Sequence item {m_index + 1}"
+        mtype = _require_ascii(m_item, _MATRIX_TYPE, label)
+        if mtype.strip() != "RIGID":
+            raise SROError(
+                InvalidReason.MATRIX_TYPE_NOT_RIGID,
+                f"{label}: Frame of Reference Transformation Matrix Type is {mtype!r}, "
+                "only RIGID is decoded",
+            )
+        matrix = np.array(_matrix_values(m_item, label)).reshape(4, 4)
+        _check_rigid(matrix, label)
+        out = matrix if out is None else matrix @ out  # items apply in sequence order
     return np.eye(4) if out is None else out
+
+
+def _item_matrix(item: Dataset | EncodedItem, index: int) -> FloatArray:
+    """The composed matrix of a reference Registration Sequence item (its Matrix Registration
+    Sequence items in order)."""
+    where = f"Registration Sequence item {index + 1}"
+    out = np.eye(4)
+    for mr in _require_sequence(item, _MATRIX_REGISTRATION_SEQUENCE, where):
+        out = _matrix_sequence(mr, f"{where} Matrix Registration Sequence") @ out
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LabelElement:
+    """Where a sender writes a Matrix Registration Sequence item's label: a private element
+    (``group``, element offset ``element`` in the block) of the block whose creator is
+    ``creator``; ``creator`` of ``None``: any creator of that group holding the element. The
+    default is Elekta XVI's "matrix registration label" (0021,xx39) (docs/contract.md section
+    1); XVI's creator string for it is not documented, hence any."""
+
+    group: int = 0x0021
+    element: int = 0x39
+    creator: str | None = None
+
+
+def _raw_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("latin-1")
+    text = str(value).strip("\0 ")
+    return text or None
+
+
+def _label(item: Dataset | EncodedItem, where: LabelElement) -> str | None:
+    """The label of ``item`` (:class:`LabelElement`), ``None`` when it has none."""
+    group = where.group
+    for tag in item.keys():  # noqa: SIM118 (an EncodedItem is no mapping)
+        tag = int(tag)
+        if tag >> 16 != group or not 0x10 <= (tag & 0xFFFF) <= 0xFF:
+            continue
+        elem = item.get(tag)
+        creator = _raw_text(None if elem is None else elem.value)
+        if where.creator is not None and creator != where.creator:
+            continue
+        label = item.get((group << 16) | ((tag & 0xFF) << 8) | where.element)
+        if label is not None:
+            return _raw_text(label.value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    candidate: Candidate
+    matrix: FloatArray | None
+    error: SROError | None
+
+
+def _select(found: list[_Found], selector: str | None) -> tuple[int | None, str]:
+    """The candidate to decode (docs/contract.md section 1): the profile's selector, else the
+    one labelled or commented ``Correction``, else the only one; ``(None, why)`` otherwise."""
+
+    def matching(text: str) -> list[int]:
+        want = text.strip().casefold()
+        return [k for k, f in enumerate(found)
+                if want in {(f.candidate.label or "").strip().casefold(),
+                            (f.candidate.comment or "").strip().casefold()}]
+
+    if selector:
+        picked = matching(selector)
+        if len(picked) == 1:
+            return picked[0], f"selected by the profile ({selector!r})"
+    picked = matching("Correction")
+    if len(picked) == 1:
+        return picked[0], "the one labelled Correction"
+    if len(found) == 1:
+        return 0, "the only registration"
+    return None, ""
 
 
 def _check_rigid(matrix: np.ndarray, label: str) -> float:
@@ -245,6 +329,39 @@ def _check_rigid(matrix: np.ndarray, label: str) -> float:
     return float(err)
 
 
+def ascii_value(ds: Dataset | EncodedItem, tag: BaseTag) -> str | None:
+    """A UI or CS value read from its raw bytes, padding removed; ``None`` when absent, empty
+    or unreadable. Never raises."""
+    try:
+        return _ascii(ds, tag)
+    except Exception:
+        return None
+
+
+def dicom_datetime(date: str | None, time: str | None) -> dt.datetime | None:
+    """A DA (YYYYMMDD) and TM (HHMMSS[.FFFFFF], or HH, HHMM; PS3.5 section 6.2) pair as a naive
+    datetime (the sender's local time); ``None`` when the date is absent or either is not a
+    valid value. A missing time is midnight."""
+    if not date:
+        return None
+    try:
+        day = dt.datetime.strptime(date.strip(), "%Y%m%d")
+    except ValueError:
+        return None
+    text = (time or "").strip().replace(":", "")
+    if not text:
+        return day
+    whole, _, fraction = text.partition(".")
+    if not whole.isdigit() or len(whole) not in (2, 4, 6) or (fraction and not fraction.isdigit()):
+        return None
+    try:
+        return day.replace(hour=int(whole[:2]), minute=int(whole[2:4] or 0),
+                           second=min(int(whole[4:6] or 0), 59),
+                           microsecond=int((fraction + "000000")[:6]) if fraction else 0)
+    except ValueError:
+        return None
+
+
 def sop_instance_uid_of(ds: Dataset) -> str | None:
     """The data set's SOP Instance UID (0008,0018) as text, read from its raw bytes; ``None``
     when absent, empty or unreadable. Never raises: records of data sets that fail every other
@@ -265,9 +382,25 @@ def sop_class_uid_of(ds: Dataset) -> str | None:
         return None
 
 
-def read(ds: Dataset) -> SpatialRegistration:
-    """Check ``ds`` against docs/contract.md section 1.4; return the registration or raise
-    :class:`SROError`."""
+_PATIENT_POSITION = Tag(0x0018, 0x5100)
+_TRANSFORMATION_COMMENT = Tag(0x3006, 0x00C8)
+_CONTENT_DATE = Tag(0x0008, 0x0023)
+_CONTENT_TIME = Tag(0x0008, 0x0033)
+DEFAULT_LABEL_ELEMENT = LabelElement()
+
+
+def read(ds: Dataset, *, selector: str | None = None,
+         label: LabelElement = DEFAULT_LABEL_ELEMENT) -> SpatialRegistration:
+    """Check ``ds`` against docs/contract.md section 1 and return the registration to decode, or
+    raise :class:`SROError`.
+
+    Every Matrix Registration Sequence item of a registered Registration Sequence item (its
+    frame is not the SRO's own) is a candidate, its matrix its own Matrix Sequence composed in
+    order; ``selector`` (the profile's, matched case-insensitively against the label of
+    ``label`` and the Frame of Reference Transformation Comment) picks one, else the one called
+    ``Correction``, else the only one (``multiple_registered_items`` names those found). The
+    chosen candidate's failed checks raise; the others' are warnings.
+    """
     sop_class = _ascii(ds, _SOP_CLASS_UID) or ""
     if sop_class != SPATIAL_REGISTRATION_STORAGE:
         raise SROError(
@@ -280,25 +413,38 @@ def read(ds: Dataset) -> SpatialRegistration:
     items = _registration_items(ds)
 
     reference: list[FloatArray] = []
-    registered: list[tuple[str, FloatArray]] = []
+    found: list[_Found] = []
     for index, item in enumerate(items):
-        frame = _require_ascii(
-            item, _FRAME_OF_REFERENCE_UID, f"Registration Sequence item {index + 1}"
-        )
-        matrix = _item_matrix(item, index)
+        where = f"Registration Sequence item {index + 1}"
+        frame = _require_ascii(item, _FRAME_OF_REFERENCE_UID, where)
         if frame == own_frame:
-            reference.append(matrix)
-        else:
-            registered.append((frame, matrix))
-    if not registered:
+            reference.append(_item_matrix(item, index))
+            continue
+        mrs = _require_sequence(item, _MATRIX_REGISTRATION_SEQUENCE, where)
+        for m_index, mr in enumerate(mrs):
+            candidate = Candidate(frame, _label(mr, label),
+                                  _raw_text(_value(mr, _TRANSFORMATION_COMMENT)),
+                                  index + 1, m_index + 1)
+            try:
+                found.append(_Found(candidate, _matrix_sequence(
+                    mr, f"{where} Matrix Registration Sequence item {m_index + 1}"), None))
+            except SROError as exc:
+                found.append(_Found(candidate, None, exc))
+    if not found:
         raise SROError(
             InvalidReason.NO_REGISTERED_ITEM,
             "no Registration Sequence item has a Frame of Reference UID other than the SRO's own",
         )
-    if len(registered) > 1:
+    chosen, _why = _select(found, selector)
+    if chosen is None:
+        names = "; ".join(
+            f"label {f.candidate.label or '(none)'!r}, comment {f.candidate.comment or '(none)'!r}"
+            for f in found)
+        wanted = f"the profile's selector {selector!r}, " if selector else ""
         raise SROError(
             InvalidReason.MULTIPLE_REGISTERED_ITEMS,
-            f"{len(registered)} registered items; exactly one is expected",
+            f"{len(found)} registrations and none can be selected ({wanted}a single one "
+            f"labelled Correction, or a single one): {names}",
         )
     if len(reference) > 1:
         raise SROError(
@@ -306,7 +452,11 @@ def read(ds: Dataset) -> SpatialRegistration:
             f"{len(reference)} items carry the SRO's own Frame of Reference UID; at most one is "
             "expected",
         )
-    frame, a_reg = registered[0]
+    picked = found[chosen]
+    if picked.error is not None:
+        raise picked.error
+    assert picked.matrix is not None
+    frame, a_reg = picked.candidate.frame_of_reference_uid, picked.matrix
     if reference and not np.array_equal(reference[0], _IDENTITY):
         effective = np.linalg.solve(reference[0], a_reg)
         effective[3] = (0.0, 0.0, 0.0, 1.0)
@@ -318,6 +468,13 @@ def read(ds: Dataset) -> SpatialRegistration:
     warnings: list[str] = []
     if not reference:
         warnings.append("no reference item: A_ref taken as identity")
+    for f in found:
+        if f.error is not None:
+            name = f.candidate.label or f.candidate.comment or f"item {f.candidate.item}"
+            warnings.append(f"registration {name!r} (not decoded) fails a check: "
+                            f"{f.error.message}")
+    candidates = tuple(dataclasses.replace(f.candidate, decoded=k == chosen)
+                       for k, f in enumerate(found))
     return SpatialRegistration(
         sop_instance_uid=sop_uid,
         study_instance_uid=_ascii(ds, _STUDY_INSTANCE_UID),
@@ -329,6 +486,10 @@ def read(ds: Dataset) -> SpatialRegistration:
         patient_name=_text(ds, _PATIENT_NAME),
         orthonormality_error=err,
         warnings=tuple(warnings),
+        content_datetime=dicom_datetime(_raw_text(_value(ds, _CONTENT_DATE)),
+                                        _raw_text(_value(ds, _CONTENT_TIME))),
+        declared_patient_position=_raw_text(_value(ds, _PATIENT_POSITION)),
+        candidates=candidates,
     )
 
 

@@ -86,6 +86,10 @@ class EncodedItem:
     def get_item(self, tag: int) -> EncodedElement | None:
         return self._elements.get(int(tag))
 
+    def keys(self) -> list[int]:
+        """The tags of the item's elements, in encoded order (as ``Dataset.keys``)."""
+        return list(self._elements)
+
 
 class _Frame:
     """A sequence, item or data set being walked; ``end`` ``None``: closed by a delimiter."""

@@ -14,6 +14,7 @@ that accepts the data set's SOP class and recognises it reads it; every failure 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -23,6 +24,7 @@ from pydicom.uid import UID
 
 from model.dicom.sro import SpatialRegistration, sop_class_uid_of, sop_instance_uid_of
 from model.errors import InvalidReason, SROError
+from model.inputs.pairing import PairingKey
 from model.inputs.profiles import OffsetProfile
 from model.offset import CouchOffset
 
@@ -40,6 +42,13 @@ class RegistrationInput:
     def sop_instance_uid(self) -> str:
         return self.registration.sop_instance_uid
 
+    @property
+    def key(self) -> PairingKey:
+        """This SRO as :func:`model.inputs.pairing.pair` takes it (its Content Date/Time)."""
+        reg = self.registration
+        return PairingKey(reg.sop_instance_uid, reg.patient_id, reg.study_instance_uid,
+                          reg.content_datetime)
+
 
 @dataclass(frozen=True, slots=True)
 class InvalidInput:
@@ -51,9 +60,38 @@ class InvalidInput:
     sop_instance_uid: str | None
 
 
-#: What reading one data set gives. A companion object's offset, paired with its SRO later
-#: (docs/contract.md sections 1.8 and 1.9), will be a third member.
-InputResult = RegistrationInput | InvalidInput
+@dataclass(frozen=True, slots=True)
+class CompanionInput:
+    """A companion object: the couch offset it carries for an SRO it does not contain
+    (docs/contract.md section 1, "offset sources" item 3: the Elekta XVI RPS export), and what
+    pairs it with that SRO (:mod:`model.inputs.pairing`).
+
+    ``offset`` is already converted (mm, degrees wrapped to (−180, 180]). ``alignment_time`` is
+    the alignment date and time the companion records (else its Content Date/Time (0008,0023/
+    0033)), a **naive** datetime in the sender's local time, like the SRO's Content Date/Time it
+    is compared with (DICOM DA/TM carry no zone unless Timezone Offset From UTC (0008,0201) is
+    given; both objects come from the same console). ``None``: the companion states no time,
+    so it cannot be paired (docs/contract.md section 1).
+    """
+
+    offset: CouchOffset
+    sop_instance_uid: str
+    patient_id: str | None
+    study_instance_uid: str | None
+    alignment_time: dt.datetime | None
+    source: str  # the adapter's label, e.g. "elekta_xvi_rps"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> PairingKey:
+        """This companion as :func:`model.inputs.pairing.pair` takes it."""
+        return PairingKey(self.sop_instance_uid, self.patient_id, self.study_instance_uid,
+                          self.alignment_time)
+
+
+#: What reading one data set gives: an SRO's registration (with the offset of its own private
+#: elements, if any), a companion object's offset, or the failed check.
+InputResult = RegistrationInput | CompanionInput | InvalidInput
 
 
 @runtime_checkable

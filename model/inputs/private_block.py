@@ -31,7 +31,8 @@ class PrivateBlockAdapter:
     def read(self, ds: Dataset, profile: OffsetProfile) -> RegistrationInput:
         """The registration, then the offset; raises :class:`model.errors.SROError` on the
         first failed check, the registration's checks first."""
-        registration = sro.read(ds)
+        registration = sro.read(ds, selector=profile.registration_selector,
+                                label=profile.labels)
         return RegistrationInput(registration, profile.extract(ds))
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import shlex
 from dataclasses import dataclass
 
-from model.decision import DecisionKind, DecodeRecord
+from model.decision import CheckName, DecisionKind, DecodeRecord
 from model.errors import InvalidReason
 from node.records import AlertMessage
 from node.text import header_safe, line_safe
@@ -74,6 +74,11 @@ class ReceiptContext:
     archive_path: str | None
     patient_name: str | None = None
     patient_id: str | None = None
+    #: the SRO's Station Name (0008,1010) and Study Date/Time (0008,0020/0030), as sent
+    station_name: str | None = None
+    study_date_time: str | None = None
+    #: the node's own ``--config``/``--data-dir``, so that the ack command reaches its database
+    ack_options: tuple[str, ...] = ()
 
 
 def _pct(p: float) -> str:
@@ -92,12 +97,30 @@ def compose_alert(
     sender = safe(ctx.calling_ae_title or "an unknown sender")
     uid = safe(ctx.sop_instance_uid or record.sop_instance_uid or "(no SOP Instance UID)")
     label = record.decision.value.replace("_", " ").upper()
-    subject = header_safe(f"[SRO Decoder] {label}: SRO from {sender} ({uid})")
+    console_check = next((c for c in record.checks if c.name is CheckName.CONSOLE_CONVENTION),
+                         None)
+    failing = [c for c in record.checks if c.result.flags]
+    if not record.decision.flagged and failing:
+        label = f"{failing[0].name.value.replace('_', ' ')} {failing[0].result.value}".upper()
+    station = safe(ctx.station_name) if ctx.station_name else None
+    console = f"{station} ({sender})" if station else sender
+    subject = header_safe(f"[SRO Decoder] {label}: console {console} ({uid})")
 
     lines = [f"Decision: {record.decision.value}", ""]
+    # what a physicist must read first: a failing check, the likely causes
+    for c in failing:
+        lines += [f"{c.name.value}: {c.result.value}", f"  {safe(c.sentence)}"]
+    if record.likely_causes:
+        lines.append("Likely causes (hints, not decisions), most likely first:")
+        lines += [f"  {k}. {safe(c.sentence)}" for k, c in enumerate(record.likely_causes, 1)]
+    if failing or record.likely_causes:
+        lines.append("")
     lines += ["What was received", "-----------------"]
     lines.append(f"SOP Instance UID:   {uid}")
-    lines.append(f"From (calling AE):  {sender}"
+    lines.append(f"Console:            {console}")
+    if ctx.study_date_time:
+        lines.append(f"Study date/time:    {safe(ctx.study_date_time)}")
+    lines.append(f"Calling AE title:   {sender}"
                  + (f" at {safe(ctx.peer_address)}" if ctx.peer_address else ""))
     if ctx.called_ae_title:
         lines.append(f"To (called AE):     {safe(ctx.called_ae_title)}")
@@ -121,6 +144,19 @@ def compose_alert(
               f"{safe(record.reason or 'no reason given')}"]
     if record.reason_code:
         lines.append(f"(code: {safe(record.reason_code.value)})")
+    if record.convention is not None:
+        declared = record.declared_patient_position
+        lines.append(f"Patient position:   declared {safe(declared) if declared else '(none)'}"
+                     f", decoded {record.convention.patient_position.value}")
+    if record.equivalent_probability is not None:
+        lines.append(f"Probability of {record.convention} and the conventions clinically "
+                     f"equivalent to it: {_pct(record.equivalent_probability)}")
+    if record.settled or record.open:
+        lines.append("Settled: " + (", ".join(c.value for c in record.settled) or "nothing")
+                     + "; open: " + (", ".join(c.value for c in record.open) or "nothing"))
+    if console_check is not None and console_check not in failing:
+        lines.append(f"Console check: {console_check.result.value}: "
+                     f"{safe(console_check.sentence)}")
 
     if record.top_conventions:
         lines += ["", "Most probable conventions", "-------------------------",
@@ -150,5 +186,6 @@ def compose_alert(
               "Acknowledge after review with:",
               # quoted: the line is meant to be pasted into a shell
               f"  sro-decoder audit ack {shlex.quote(uid)} --by YOUR_NAME "
-              "--note 'what was found'"]
+              "--note 'what was found'"
+              + "".join(f" {shlex.quote(safe(o))}" for o in ctx.ack_options)]
     return AlertMessage(subject=subject, body="\n".join(lines) + "\n", recipients=recipients)

@@ -158,6 +158,16 @@ class OutboxSender:
                         self._failed(session, row, "no alert recipients configured "
                                      "([alerts] recipients)")
                         continue
+                    ack = row.decision.acknowledgements[0] if row.decision.acknowledgements \
+                        else None
+                    if ack is not None:  # acknowledged before it was sent: not sent, and why
+                        row.state = AlertState.NOT_SENT.value
+                        row.last_error = bounded(
+                            f"not sent: the decision was acknowledged by {ack.acknowledged_by} "
+                            f"at {ack.acknowledged_at.isoformat()} before it was sent",
+                            _ERROR_MAX)
+                        session.commit()
+                        continue
                     try:
                         message = build_email(row, self._smtp.sender, recipients)
                     except Exception as exc:  # this message can never be built: the next one
@@ -172,7 +182,9 @@ class OutboxSender:
                                 self._failed(session, waiting, f"{type(exc).__name__}: {exc}")
                             break
                     try:
-                        client.send_message(message)
+                        # as_bytes: no ">From" escaping of body lines (mangle_from_ false)
+                        client.sendmail(self._smtp.sender, recipients, message.as_bytes(
+                            policy=message.policy.clone(linesep="\r\n")))
                     except (OSError, smtplib.SMTPException) as exc:
                         self._failed(session, row, f"{type(exc).__name__}: {exc}")
                         client = self._drop(client)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -76,19 +77,42 @@ class ReceivedObject(Base):
     duplicate_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("received_objects.id"), index=True
     )
+    # what pairing a companion object with its SRO needs (docs/contract.md section 1, offset
+    # sources item 3; migration 0003): set for an SRO without an offset of its own and for a
+    # companion object, ``None`` for every other object
+    #: Patient ID (0010,0020), as sent (at most 64 characters, else not paired)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    #: Study Instance UID (0020,000D)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    #: an SRO's Content Date/Time, a companion's alignment time: naive, the sender's local time
+    registration_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=False))
+    #: ``node.records.PairingRole``
+    pairing_role: Mapped[str | None] = mapped_column(String(16))
+    #: ``node.records.PairingStatus``: awaiting its partner, paired, ambiguous
+    pairing_state: Mapped[str | None] = mapped_column(String(16))
 
+    #: the current decision (the newest: a paired SRO's earlier decisions are kept as history)
     decision: Mapped[DecisionRecord | None] = relationship(
-        back_populates="received_object", uselist=False
+        primaryjoin="and_(ReceivedObject.id == DecisionRecord.object_id, "
+                    "DecisionRecord.superseded_by_id.is_(None))",
+        uselist=False, viewonly=True,
     )
+
+    __table_args__ = (Index("ix_received_objects_pairing", "patient_id", "study_instance_uid"),)
 
 
 class DecisionRecord(Base):
-    """The one decision of SPEC section 4 for an object (``record_json``: SPEC section 5)."""
+    """A decision of SPEC section 4 for an object (``record_json``: SPEC section 5). An object
+    has one, except an SRO paired with its companion object after it was recorded: the new
+    decision is added and the earlier one keeps ``superseded_by_id`` (history, never deleted)."""
 
     __tablename__ = "decision_records"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    object_id: Mapped[int] = mapped_column(ForeignKey("received_objects.id"), unique=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("received_objects.id"), index=True)
+    #: the decision that replaced this one (``None``: the object's current decision)
+    superseded_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("decision_records.id"), index=True)
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     decision: Mapped[str] = mapped_column(String(32), index=True)
     flagged: Mapped[bool] = mapped_column(Boolean, index=True)
@@ -106,13 +130,32 @@ class DecisionRecord(Base):
     #: console filter by until consoles are their own records)
     console: Mapped[str | None] = mapped_column(String(64), index=True)
 
-    received_object: Mapped[ReceivedObject] = relationship(back_populates="decision")
+    received_object: Mapped[ReceivedObject] = relationship(foreign_keys=[object_id])
     acknowledgements: Mapped[list[Acknowledgement]] = relationship(
         back_populates="decision", order_by="Acknowledgement.id"
     )
     alerts: Mapped[list[AlertOutbox]] = relationship(
         back_populates="decision", order_by="AlertOutbox.id"
     )
+
+
+class CompanionPairing(Base):
+    """One link between a companion object and an SRO (docs/contract.md section 1): added when
+    a pairing is made or found ambiguous, never edited. ``sro_decision_id`` is the SRO decision
+    it led to (from the companion's offset, or flagged ``pairing`` ambiguous); ``None`` for a
+    companion equally near several SROs, none of which was decided again."""
+
+    __tablename__ = "companion_pairings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sro_object_id: Mapped[int] = mapped_column(ForeignKey("received_objects.id"), index=True)
+    companion_object_id: Mapped[int] = mapped_column(ForeignKey("received_objects.id"),
+                                                     index=True)
+    sro_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision_records.id"),
+                                                        index=True)
+    state: Mapped[str] = mapped_column(String(16))  # node.records.PairingStatus
+    seconds: Mapped[float | None] = mapped_column(Float)  # between the two objects' times
+    paired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class Acknowledgement(Base):
@@ -189,3 +232,55 @@ class LoginEvent(Base):
     success: Mapped[bool] = mapped_column(Boolean)
     peer_address: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[str | None] = mapped_column(String(128))
+
+
+class Console(Base):
+    """A console (docs/contract.md section 6): the calling AE title with the SRO's Station Name,
+    Manufacturer and Manufacturer's Model Name. ``state_json`` is what its history established
+    (:class:`model.consoles.ConsoleState`); how it came to be is in :class:`ConsoleEvent`."""
+
+    __tablename__ = "consoles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    calling_ae_title: Mapped[str | None] = mapped_column(String(64))
+    station_name: Mapped[str | None] = mapped_column(String(64))
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
+    manufacturer_model_name: Mapped[str | None] = mapped_column(String(64))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    state_json: Mapped[str] = mapped_column(Text)
+
+    events: Mapped[list[ConsoleEvent]] = relationship(order_by="ConsoleEvent.id")
+
+
+class ConsoleEvent(Base):
+    """An added record of a console's history: learned, narrowed, changed, commissioned (by a
+    person, with a note) or decommissioned; never edited."""
+
+    __tablename__ = "console_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    console_id: Mapped[int] = mapped_column(ForeignKey("consoles.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # model.consoles.EventKind
+    pairs: Mapped[str | None] = mapped_column(String(160))  # the (order, direction) pairs
+    how: Mapped[str | None] = mapped_column(String(16))  # model.consoles.Establishment
+    by: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: the SRO whose decision led to it (learned, narrowed, changed)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+
+
+class ConsoleCheck(Base):
+    """A decision's ``console_convention`` check (docs/contract.md section 6), recorded in the
+    decision's transaction."""
+
+    __tablename__ = "console_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    console_id: Mapped[int] = mapped_column(ForeignKey("consoles.id"), index=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decision_records.id"), unique=True)
+    result: Mapped[str] = mapped_column(String(16), index=True)  # model.decision.CheckResult
+    sentence: Mapped[str] = mapped_column(Text)
+    checked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

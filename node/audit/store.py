@@ -12,18 +12,36 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from model.decision import DecodeRecord
-from node.audit.models import Acknowledgement, AlertOutbox, DecisionRecord, ReceivedObject, utcnow
-from node.records import AlertState, Placement, Receipt, Recorded
+from node.audit.models import (
+    Acknowledgement,
+    AlertOutbox,
+    CompanionPairing,
+    DecisionRecord,
+    ReceivedObject,
+    utcnow,
+)
+from node.records import (
+    AlertMessage,
+    AlertState,
+    PairingConflict,
+    PairingLink,
+    PairingRole,
+    PairingStatus,
+    Placement,
+    Receipt,
+    Recorded,
+)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -120,7 +138,8 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
         for hit in conn.execute(
             select(objects.c.id, objects.c.archive_path, objects.c.duplicate_of_id,
                    objects.c.status, decisions.c.id)
-            .outerjoin(decisions, decisions.c.object_id == objects.c.id)
+            .outerjoin(decisions, (decisions.c.object_id == objects.c.id)
+                       & decisions.c.superseded_by_id.is_(None))
             .where(objects.c.archive_path.in_(set(paths)))
         ):
             done[hit[1]] = Recorded(hit[0], hit[4], hit[2], hit[3], False)
@@ -144,6 +163,7 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
             "received_at": r.received_at,
             "recorded_at": now,
             "duplicate_of_id": None,
+            **_pairing_columns(r),
         }
         primary = None
         if r.duplicate and r.sop_instance_uid is not None:
@@ -167,26 +187,91 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
         object_id = _insert(conn, objects, row)
         decision_id = _insert(conn, decisions, _decision_row(
             object_id, r.sop_instance_uid, r.record, r.extra, now, r.calling_ae_title))
-        queued = False
-        if r.alert is not None:
-            _insert(conn, AlertOutbox.__table__, {
-                "decision_id": decision_id,
-                "recipients": ",".join(r.alert.recipients),
-                "subject": r.alert.subject,
-                "body": r.alert.body,
-                "state": AlertState.PENDING.value,
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-                "last_error": None,
-                "sent_at": None,
-            })
-            queued = True
+        queued = _queue_alert(conn, decision_id, r.alert, now)
+        if r.sro_updates or r.companion_updates or r.links:
+            queued = _apply_pairing(conn, r, object_id, decision_id, now) or queued
         recorded = Recorded(object_id, decision_id, None, r.status, queued)
         if r.archive_path is not None and not r.duplicate:
             done[r.archive_path] = recorded
         out.append(recorded)
     return out
+
+
+def _queue_alert(conn: Connection, decision_id: int, alert: AlertMessage | None,
+                 now: dt.datetime) -> bool:
+    """Queue ``alert`` in the outbox for ``decision_id`` (in the caller's transaction)."""
+    if alert is None:
+        return False
+    _insert(conn, AlertOutbox.__table__, {
+        "decision_id": decision_id,
+        "recipients": ",".join(alert.recipients),
+        "subject": alert.subject,
+        "body": alert.body,
+        "state": AlertState.PENDING.value,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "last_error": None,
+        "sent_at": None,
+    })
+    return True
+
+
+def _pairing_columns(r: Receipt) -> dict[str, Any]:
+    p = r.pairing
+    if p is None or r.duplicate:
+        return {"patient_id": None, "study_instance_uid": None, "registration_time": None,
+                "pairing_role": None, "pairing_state": None}
+    return {"patient_id": p.patient_id, "study_instance_uid": p.study_instance_uid,
+            "registration_time": p.time, "pairing_role": p.role.value,
+            "pairing_state": p.status.value}
+
+
+def _apply_pairing(conn: Connection, r: Receipt, object_id: int, decision_id: int,
+                   now: dt.datetime) -> bool:
+    """Record what a receipt changes in the pairing of objects recorded earlier (docs/contract.md
+    section 1), in the receipt's transaction: the new decisions of SROs (the earlier one marked
+    superseded, kept), companions' states, the links. Each change is checked against the state
+    it was planned from; a difference raises :class:`PairingConflict` (the transaction is rolled
+    back and the receipt planned again). Returns whether an alert was queued."""
+    objects: Any = ReceivedObject.__table__
+    decisions: Any = DecisionRecord.__table__
+    links = CompanionPairing.__table__
+    queued = False
+
+    def link_row(link: PairingLink, sro_decision_id: int | None) -> dict[str, Any]:
+        return {"sro_object_id": link.sro_object_id or object_id,
+                "companion_object_id": link.companion_object_id or object_id,
+                "sro_decision_id": sro_decision_id if link.decided else None,
+                "state": link.status.value, "seconds": link.seconds, "paired_at": now}
+
+    for u in r.sro_updates:
+        current = conn.execute(
+            select(decisions.c.id).where(decisions.c.object_id == u.sro_object_id,
+                                         decisions.c.superseded_by_id.is_(None))).scalars().all()
+        if current != [u.supersedes_decision_id]:
+            raise PairingConflict(f"SRO object {u.sro_object_id}: current decision {current}, "
+                                  f"planned from {u.supersedes_decision_id}")
+        new_id = _insert(conn, decisions, _decision_row(
+            u.sro_object_id, u.sop_instance_uid, u.record, {}, now, u.calling_ae_title))
+        conn.execute(update(decisions).where(decisions.c.id == u.supersedes_decision_id)
+                     .values(superseded_by_id=new_id))
+        conn.execute(update(objects).where(objects.c.id == u.sro_object_id)
+                     .values(pairing_state=u.status.value))
+        queued = _queue_alert(conn, new_id, u.alert, now) or queued
+        for link in u.links:
+            _insert(conn, links, link_row(link, new_id))
+    for c in r.companion_updates:
+        done = conn.execute(
+            update(objects).where(objects.c.id == c.companion_object_id,
+                                  objects.c.pairing_state == c.expected.value)
+            .values(pairing_state=c.status.value))
+        if done.rowcount != 1:
+            raise PairingConflict(f"companion object {c.companion_object_id} is no longer "
+                                  f"{c.expected.value}")
+    for link in r.links:
+        _insert(conn, links, link_row(link, decision_id))
+    return queued
 
 
 @functools.cache
@@ -234,6 +319,58 @@ def console_of(record: DecodeRecord, calling_ae_title: str | None) -> str | None
     return None if not console else console[:64]
 
 
+@dataclass(frozen=True, slots=True)
+class PairingMember:
+    """One recorded object of a patient's study that takes part in companion pairing, as
+    :class:`node.ingest.pairing.Pairer` plans from it: its facts, its current decision and,
+    for an SRO, the companions that decision was made from (or found competing for it)."""
+
+    object_id: int
+    sop_instance_uid: str
+    role: PairingRole
+    status: PairingStatus
+    time: dt.datetime | None
+    archive_path: str | None
+    calling_ae_title: str | None
+    decision_id: int | None
+    companions: frozenset[int] = frozenset()
+
+
+def pairing_group(target: Session | Connection, patient_id: str,
+                  study_instance_uid: str) -> list[PairingMember]:
+    """The objects of one Patient ID and Study Instance UID that pair (the candidates of
+    docs/contract.md section 1: the database narrows, :func:`model.inputs.pairing.pair`
+    decides), first receipts only, in the order recorded."""
+    conn = target.connection() if isinstance(target, Session) else target
+    objects: Any = ReceivedObject.__table__
+    decisions: Any = DecisionRecord.__table__
+    links: Any = CompanionPairing.__table__
+    rows = conn.execute(
+        select(objects.c.id, objects.c.sop_instance_uid, objects.c.pairing_role,
+               objects.c.pairing_state, objects.c.registration_time, objects.c.archive_path,
+               objects.c.calling_ae_title, decisions.c.id)
+        .outerjoin(decisions, (decisions.c.object_id == objects.c.id)
+                   & decisions.c.superseded_by_id.is_(None))
+        .where(objects.c.patient_id == patient_id,
+               objects.c.study_instance_uid == study_instance_uid,
+               objects.c.pairing_role.is_not(None), objects.c.duplicate_of_id.is_(None),
+               objects.c.sop_instance_uid.is_not(None))
+        .order_by(objects.c.id)).all()
+    decided: dict[int, set[int]] = {}
+    ids = [r[7] for r in rows if r[7] is not None and r[2] == PairingRole.SRO.value]
+    if ids:
+        for sro_decision, companion in conn.execute(
+                select(links.c.sro_decision_id, links.c.companion_object_id)
+                .where(links.c.sro_decision_id.in_(ids))):
+            decided.setdefault(int(sro_decision), set()).add(int(companion))
+    return [PairingMember(
+        object_id=int(r[0]), sop_instance_uid=str(r[1]), role=PairingRole(r[2]),
+        status=PairingStatus(r[3]), time=r[4], archive_path=r[5], calling_ae_title=r[6],
+        decision_id=None if r[7] is None else int(r[7]),
+        companions=frozenset(decided.get(int(r[7]), ())) if r[7] is not None else frozenset())
+        for r in rows]
+
+
 def recorded_archive_paths(session: Session) -> set[str]:
     return {p for p in session.scalars(select(ReceivedObject.archive_path)) if p is not None}
 
@@ -250,9 +387,11 @@ def query_decisions(
     since: dt.datetime | None = None,
     sop_instance_uid: str | None = None,
     unacknowledged: bool = False,
+    history: bool = False,
 ) -> list[DecisionRecord]:
     """Decision records (with object, acknowledgements and alerts loaded), oldest first;
-    ``unacknowledged``: only those no one has acknowledged yet."""
+    ``unacknowledged``: only those no one has acknowledged yet; ``history``: also the decisions
+    a later one superseded (a paired SRO's earlier ``no_offset``), else current ones only."""
     stmt = (
         select(DecisionRecord)
         .join(DecisionRecord.received_object)
@@ -273,6 +412,8 @@ def query_decisions(
         stmt = stmt.where(DecisionRecord.sop_instance_uid == sop_instance_uid)
     if unacknowledged:
         stmt = stmt.where(~DecisionRecord.acknowledgements.any())
+    if not history:
+        stmt = stmt.where(DecisionRecord.superseded_by_id.is_(None))
     return list(session.scalars(stmt))
 
 
@@ -300,6 +441,11 @@ def alert_state(decision: DecisionRecord) -> AlertState:
     if any(a.state == AlertState.FAILED.value for a in decision.alerts):
         return AlertState.FAILED
     if all(a.state == AlertState.SENT.value for a in decision.alerts):
+        return AlertState.SENT
+    if all(a.state == AlertState.NOT_SENT.value for a in decision.alerts):
+        return AlertState.NOT_SENT  # acknowledged before it was sent
+    if all(a.state in (AlertState.SENT.value, AlertState.NOT_SENT.value)
+           for a in decision.alerts):
         return AlertState.SENT
     return AlertState.PENDING
 
@@ -339,7 +485,50 @@ def export_record(decision: DecisionRecord, duplicates: int = 0) -> dict[str, An
             for a in decision.acknowledgements
         ],
     })
+    session = object_session(decision)
+    if obj.pairing_role is not None and session is not None:
+        data["pairing"] = pairing_of(session, decision)
+    if decision.superseded_by_id is not None:
+        data["superseded_by_decision_id"] = decision.superseded_by_id
     return data
+
+
+def pairing_of(session: Session, decision: DecisionRecord) -> dict[str, Any]:
+    """How a decision's object is paired (docs/contract.md section 1), both ways: an SRO's
+    companion (the one its current decision's offset came from, or the competing ones), a
+    companion's SRO; every link, oldest first; an SRO's earlier decisions (history)."""
+    obj = decision.received_object
+    sro_role = obj.pairing_role == PairingRole.SRO.value
+    sro, comp = aliased(ReceivedObject), aliased(ReceivedObject)
+    mine = (CompanionPairing.sro_object_id if sro_role
+            else CompanionPairing.companion_object_id) == obj.id
+    rows = session.execute(
+        select(CompanionPairing, sro.sop_instance_uid, comp.sop_instance_uid)
+        .join(sro, sro.id == CompanionPairing.sro_object_id)
+        .join(comp, comp.id == CompanionPairing.companion_object_id)
+        .where(mine).order_by(CompanionPairing.id)).all()
+    links = [{"sro_sop_instance_uid": s, "companion_sop_instance_uid": c, "state": p.state,
+              "seconds": p.seconds, "at": p.paired_at.isoformat(),
+              "sro_decision_id": p.sro_decision_id} for p, s, c in rows]
+    out: dict[str, Any] = {
+        "role": obj.pairing_role, "state": obj.pairing_state,
+        "registration_time": None if obj.registration_time is None
+        else obj.registration_time.isoformat(),
+        "links": links,
+    }
+    if sro_role:
+        current = [x for x in links if x["sro_decision_id"] == decision.id]
+        out["companion_sop_instance_uids"] = [x["companion_sop_instance_uid"] for x in current]
+        out["earlier_decisions"] = [
+            {"decision_id": d.id, "decision": d.decision, "reason": d.reason,
+             "decided_at": d.decided_at.isoformat()}
+            for d in session.scalars(select(DecisionRecord).where(
+                DecisionRecord.object_id == obj.id, DecisionRecord.id != decision.id)
+                .order_by(DecisionRecord.id))]
+    else:
+        last = [x for x in links if x["state"] == obj.pairing_state]
+        out["sro_sop_instance_uids"] = sorted({x["sro_sop_instance_uid"] for x in last})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,3 +564,24 @@ def unaddressed_alerts(session: Session) -> int:
         select(func.count()).select_from(AlertOutbox)
         .where(AlertOutbox.state == AlertState.PENDING.value, AlertOutbox.recipients == "")
     ) or 0)
+
+
+def kept_instances(session: Session, sop_instance_uids: Sequence[str]
+                   ) -> dict[str, tuple[str | None, int]]:
+    """Storage Commitment (PS3.4 Annex J): for each of ``sop_instance_uids`` archived under its
+    own name and recorded with a decision, its SOP Class UID and the C-STORE status answered.
+    Reads only."""
+    found: dict[str, tuple[str | None, int]] = {}
+    uids = sorted(set(sop_instance_uids))
+    decided = select(DecisionRecord.id).where(DecisionRecord.object_id == ReceivedObject.id)
+    for start in range(0, len(uids), 500):  # within SQLite's bound on bound parameters
+        rows = session.execute(
+            select(ReceivedObject.sop_instance_uid, ReceivedObject.sop_class_uid,
+                   ReceivedObject.status)
+            .where(ReceivedObject.sop_instance_uid.in_(uids[start:start + 500]),
+                   ReceivedObject.placement == Placement.PRIMARY.value,
+                   ReceivedObject.archive_path.is_not(None), decided.exists()))
+        for uid, sop_class, status in rows:
+            if uid is not None:
+                found[uid] = (sop_class, int(status))
+    return found

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from node.audit.store import record_receipts
@@ -27,6 +28,28 @@ log = logging.getLogger("node.audit.writer")
 WriterStopped = Closed
 
 
+class ReceiptChecker(Protocol):
+    """Checks applied to receipts inside the transaction that records them (the console's
+    history, docs/contract.md section 6: :class:`node.consoles.checks.ConsoleChecker`)."""
+
+    def prepare(self, conn: Connection, receipts: Sequence[Receipt]) -> list[Receipt]: ...
+
+    def recorded(self, conn: Connection, receipts: Sequence[Receipt],
+                 results: Sequence[Recorded]) -> None: ...
+
+
+def record_checked(conn: Connection, receipts: Sequence[Receipt],
+                   checker: ReceiptChecker | None, *, check_recorded: bool = True
+                   ) -> list[Recorded]:
+    """:func:`record_receipts` with ``checker``'s checks in the same transaction."""
+    if checker is None:
+        return record_receipts(conn, receipts, check_recorded=check_recorded)
+    checked = checker.prepare(conn, receipts)
+    results = record_receipts(conn, checked, check_recorded=check_recorded)
+    checker.recorded(conn, checked, results)
+    return results
+
+
 class GroupCommitWriter:
     """The audit database's writer (module docstring)."""
 
@@ -36,8 +59,10 @@ class GroupCommitWriter:
         *,
         batch_max: int = 64,
         on_committed: Callable[[Sequence[Recorded]], None] | None = None,
+        checker: ReceiptChecker | None = None,
     ) -> None:
         self._engine = engine
+        self._checker = checker
         self._on_committed = on_committed
         self._combiner: Combiner[Receipt, Recorded] = Combiner(self._commit, batch_max)
         self.batches = 0
@@ -66,7 +91,8 @@ class GroupCommitWriter:
         receipts = [r for r, _ in batch]
         try:
             with self._engine.begin() as connection:
-                results = record_receipts(connection, receipts, check_recorded=check_recorded)
+                results = record_checked(connection, receipts, self._checker,
+                                         check_recorded=check_recorded)
         except Exception as exc:
             if isinstance(exc, IntegrityError) and not check_recorded:
                 # an archive path recorded already: record each again, looking before inserting

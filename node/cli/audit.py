@@ -15,6 +15,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,14 @@ from typing import Any
 from node.cli.common import UsageError, add_settings_arguments, settings_from_args
 from node.text import NOTE_MAX, OPERATOR_NAME_MAX, csv_safe, is_utf8, operator_text, table_safe
 
-DECISIONS = ("confident", "ambiguous", "out_of_distribution", "invalid", "no_offset")
+DECISIONS = ("confident", "ambiguous", "out_of_distribution", "invalid", "no_offset",
+             "offset_only")
 CSV_FIELDS = (
     "sop_instance_uid", "decision", "reason_code", "reason", "convention", "probability",
     "energy", "residual_rotation_deg", "residual_translation_mm", "alternatives",
-    "model_name", "model_version", "model_sha256", "received_at", "calling_ae_title",
+    "model_name", "model_version", "model_sha256", "received_at", "console", "calling_ae_title",
     "peer_address", "archive_path", "dimse_status", "duplicates", "flagged", "alert_state",
-    "acknowledgements",
+    "acknowledgements", "offset_source", "pairing_state", "paired_sop_instance_uids",
 )
 
 
@@ -46,18 +48,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_arguments(p)
     asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
-    lst = asub.add_parser("list", help="decisions as a table")
+    lst = asub.add_parser("list", help="decisions as a table (fits 120 columns)")
+    add_settings_arguments(lst, after_action=True)
     lst.add_argument("--flagged", action="store_true", help="only flagged decisions")
-    lst.add_argument("--decision", choices=DECISIONS, default=None)
+    lst.add_argument("--unacknowledged", action="store_true",
+                     help="only decisions no one has acknowledged yet")
+    lst.add_argument("--decision", choices=DECISIONS, default=None,
+                     help="only decisions of this kind")
     lst.add_argument("--since", type=parse_time, default=None, metavar="T",
                      help="received at or after T (ISO 8601, UTC by default)")
     lst.set_defaults(func=run_list)
 
     show = asub.add_parser("show", help="one object's full record")
+    add_settings_arguments(show, after_action=True)
     show.add_argument("uid", metavar="UID", help="SOP Instance UID")
     show.set_defaults(func=run_show)
 
     ack = asub.add_parser("ack", help="acknowledge a decision (adds a record)")
+    add_settings_arguments(ack, after_action=True)
     ack.add_argument("uid", metavar="UID", help="SOP Instance UID")
     ack.add_argument("--by", required=True, metavar="NAME",
                      help=f"who acknowledges (at most {OPERATOR_NAME_MAX} characters)")
@@ -66,9 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ack.set_defaults(func=run_ack)
 
     export = asub.add_parser("export", help="every record, SPEC section 5 plus the node's fields")
-    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    add_settings_arguments(export, after_action=True)
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                        help="one JSON object a line (default) or CSV with a header row")
     export.add_argument("--flagged", action="store_true", help="only flagged decisions")
-    export.add_argument("--since", type=parse_time, default=None, metavar="T")
+    export.add_argument("--unacknowledged", action="store_true",
+                        help="only decisions no one has acknowledged yet")
+    export.add_argument("--since", type=parse_time, default=None, metavar="T",
+                        help="received at or after T (ISO 8601, UTC by default)")
     export.set_defaults(func=run_export)
 
 
@@ -87,6 +100,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from sqlalchemy.orm import Session
@@ -96,26 +110,33 @@ def run_list(args: argparse.Namespace) -> int:
     engine = _engine(args)
     with Session(engine) as session:
         rows = query_decisions(session, flagged=True if args.flagged else None,
-                               decision=args.decision, since=args.since)
+                               decision=args.decision, since=args.since,
+                               unacknowledged=args.unacknowledged)
         dups = duplicate_counts(session)
-        table = Table(title=f"{len(rows)} decision(s)")
-        for col in ("received (UTC)", "calling AE", "SOP Instance UID", "decision", "convention",
-                    "p", "alert", "acks", "dups"):
-            # only the UID may fold; the other columns stay on one line
-            table.add_column(col, overflow="fold", no_wrap=col != "SOP Instance UID")
+        table = Table(title=f"{len(rows)} decision(s)", box=box.SIMPLE_HEAD,
+                      collapse_padding=True, pad_edge=False)
+        # the console: the offset's console text, else the calling AE title (`audit show` has
+        # both); the UID comes last and is the only column that folds, so it reads whole
+        for col, width in (("received (UTC)", None), ("console", 32), ("decision", None),
+                           ("convention", None), ("p", None), ("alert", None), ("acks", None),
+                           ("dups", None), ("SOP Instance UID", None)):
+            uid = col == "SOP Instance UID"
+            table.add_column(col, overflow="fold" if uid else "ellipsis", no_wrap=not uid,
+                             max_width=width)
         for d in rows:
             obj = d.received_object
             style = "red" if d.flagged and not d.acknowledgements else None
             cells = (
-                obj.received_at.strftime("%Y-%m-%d %H:%M:%S"), obj.calling_ae_title or "",
-                d.sop_instance_uid or "", d.decision, d.convention or "",
-                "" if d.probability is None else f"{d.probability:.3f}",
+                obj.received_at.strftime("%Y-%m-%d %H:%M"), d.console or "", d.decision,
+                d.convention or "", "" if d.probability is None else f"{d.probability:.3f}",
                 alert_state(d).value, str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
+                d.sop_instance_uid or "",
             )
             # Text cells: shown as written, never read as rich markup
             table.add_row(*(table_safe(c) for c in cells), style=style)
-    # piped output (no terminal) gets a wide table rather than rich's default 80 columns
-    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200).print(table)
+    # at most 120 columns (a terminal's width when narrower)
+    width = min(120, shutil.get_terminal_size((120, 24)).columns) if sys.stdout.isatty() else 120
+    Console(soft_wrap=False, width=width).print(table)
     engine.dispose()
     return 0
 
@@ -205,7 +226,22 @@ def _csv_row(data: dict[str, Any]) -> dict[str, Any]:
         "model_version": model.get("version"),
         "model_sha256": model.get("sha256"),
         "acknowledgements": json.dumps(data.get("acknowledgements", [])),
+        **_pairing_cells(data),
     }
+
+
+def _pairing_cells(data: dict[str, Any]) -> dict[str, Any]:
+    """The companion pairing both ways (docs/contract.md section 1): where the offset came from
+    (``companion:UID``), the pairing state, and the objects paired with this one."""
+    source = data.get("offset_source") or {}
+    pairing = data.get("pairing") or {}
+    paired = pairing.get("companion_sop_instance_uids") or pairing.get(
+        "sro_sop_instance_uids") or []
+    text = source.get("kind")
+    if text and source.get("sop_instance_uid") and text == "companion":
+        text = f"companion:{source['sop_instance_uid']}"
+    return {"offset_source": text, "pairing_state": pairing.get("state"),
+            "paired_sop_instance_uids": " ".join(paired)}
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -217,7 +253,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = sys.stdout
     with Session(engine) as session:
         dups = duplicate_counts(session)
-        rows = query_decisions(session, flagged=True if args.flagged else None, since=args.since)
+        rows = query_decisions(session, flagged=True if args.flagged else None, since=args.since,
+                               unacknowledged=args.unacknowledged)
         if args.format == "csv":
             writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()

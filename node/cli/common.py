@@ -15,6 +15,14 @@ class UsageError(Exception):
     """A command-line value that parses but makes no sense; exit status 2."""
 
 
+def fraction(text: str) -> float:
+    """An argparse type for a number within [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1]: {text!r}")
+    return value
+
+
 def floats(count: int):  # type: ignore[no-untyped-def]
     """An argparse type for ``count`` comma-separated finite numbers."""
 
@@ -90,11 +98,18 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--data-dir``, shared by ``serve`` and ``audit``."""
-    parser.add_argument("--config", metavar="FILE", default=None,
+def add_settings_arguments(parser: argparse.ArgumentParser, *, after_action: bool = False
+                           ) -> None:
+    """``--config`` and ``--data-dir``, shared by ``serve``, ``web``, ``audit`` and ``users``.
+
+    ``after_action``: for an action's own parser (``audit list --data-dir X``), so that the
+    options are taken after the action as well as before it; given there, they win; not given
+    there, they leave the value given before the action alone (``argparse.SUPPRESS``).
+    """
+    default = argparse.SUPPRESS if after_action else None
+    parser.add_argument("--config", metavar="FILE", default=default,
                         help="a TOML file layered over the shipped config/default.toml")
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
+    parser.add_argument("--data-dir", metavar="DIR", default=default,
                         help="folder of the archive and audit.db (setting [storage] data_dir)")
 
 

@@ -8,7 +8,7 @@ import sys
 
 from model.decision import DecodeRecord
 from model.decoders.registry import UnknownModelError, load_decoder
-from model.inputs.profiles import DEFAULT_PROFILE, OffsetProfile
+from model.inputs.profiles import DEFAULT_PROFILE, SHIPPED_PROFILES, OffsetProfile
 from model.pipeline import DecodeOptions, decode_files, decode_options, expand_paths
 from node.cli.common import UsageError, add_profile_arguments, floats
 
@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="CX,CY,CZ",
         help="isocenter in mm (patient coordinates), overriding the private block",
+    )
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="NAME",
+        help=f"a shipped offset profile ({', '.join(SHIPPED_PROFILES)}; default: default); "
+        "the flags below change it",
     )
     add_profile_arguments(p)
     p.set_defaults(func=run)
@@ -66,6 +73,9 @@ def _summary(record: DecodeRecord) -> str:
             )
     if record.reason:
         line += f"\n    {record.reason}"
+    for check in record.checks:
+        if check.result.flags:
+            line += f"\n    {check.name.value}: {check.sentence}"
     return line
 
 
@@ -74,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         decoder = load_decoder(args.model)
     except UnknownModelError as exc:
         raise UsageError(str(exc)) from exc
-    options = options_from_args(args)
+    name = args.profile or "default"
+    if name not in SHIPPED_PROFILES:
+        raise UsageError(f"--profile: no profile {name!r} (one of {', '.join(SHIPPED_PROFILES)})")
+    options = options_from_args(args, SHIPPED_PROFILES[name])
     paths = expand_paths(args.paths)
     if not paths:
         raise UsageError("no .dcm files found in the given paths")

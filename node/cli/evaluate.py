@@ -11,17 +11,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from node.cli.common import positive_float
+from node.cli.common import fraction, positive_float
 
 DEFAULT_RANGES = (1.0, 3.0, 6.0, 10.0)
 DEFAULT_PRECISIONS = ((0.1, 0.1), (0.1, 1.0), (0.25, 0.5), (0.5, 0.2), (1.0, 1.0), (1.0, 0.1))
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1]: {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a folder written by `sro-decoder synth` (default: generate from --seed)")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated set (default 7)")
     p.add_argument("--n", type=int, default=10_000, help="cases to generate (default 10000)")
-    p.add_argument("--corrupt-fraction", type=_fraction, default=0.2,
+    p.add_argument("--corrupt-fraction", type=fraction, default=0.2,
                    help="share of corrupted cases in the generated set (default 0.2)")
-    p.add_argument("--isocenter-fraction", type=_fraction, default=0.5)
+    p.add_argument("--isocenter-fraction", type=fraction, default=0.5)
     p.add_argument("--positions", default="clinic", metavar="clinic|all|HFS,HFDR,...",
                    help="patient positions of the generated set: a clinic's mix (default), all "
                         "eight equally often, or the listed ones equally often")

@@ -1,4 +1,5 @@
-"""``sro-decoder serve``: run the DICOM node until SIGTERM or Ctrl-C."""
+"""``sro-decoder serve``: run the DICOM node until SIGTERM or Ctrl-C; with ``[web] enabled``
+the web console (node/web) runs beside it in the same process and stops with it."""
 
 from __future__ import annotations
 
@@ -53,6 +54,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"sro-decoder: cannot start: {exc}", file=sys.stderr)
         node.stop(0)
         return 1
+    web = None
+    if settings.web.enabled:
+        from node.web.app import create_app
+        from node.web.server import WebServer
+
+        assert node.engine is not None
+        try:
+            web = WebServer(create_app(settings, node.engine, metrics=node.metrics,
+                                       store=node.store), settings.web)
+            web.start()
+        except Exception as exc:
+            log.error("cannot start the web console", extra={"fields": {"error": repr(exc)}})
+            print(f"sro-decoder: cannot start the web console: {exc}", file=sys.stderr)
+            node.stop(0)
+            return 1
 
     # What start-up built (torch, the model, pydicom's dictionaries, SQLAlchemy) lives as long as
     # the process: keep it out of the collector's full passes, which would otherwise walk it
@@ -69,5 +85,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop_requested.wait(1.0):
         pass
+    if web is not None:
+        web.stop()
     node.stop()
     return 0

@@ -1,8 +1,9 @@
 """The DICOM node: a Storage SCP for the SOP classes its input adapters read, a Verification SCP.
 
 PS3.4 Annex A (Verification) and Annex B (Storage of the SOP classes of
-:class:`model.inputs.AdapterRegistry`: Spatial Registration Storage 1.2.840.10008.5.1.4.1.1.66.1
-with the shipped adapters) only; every other abstract syntax is rejected at association
+:class:`model.inputs.AdapterRegistry`: with the shipped adapters, Spatial Registration Storage
+1.2.840.10008.5.1.4.1.1.66.1 and Raw Data Storage 1.2.840.10008.5.1.4.1.1.66, the Elekta XVI RPS
+companion) only; every other abstract syntax is rejected at association
 negotiation (PS3.8 section 9.3.3.2). Association checks: allowed calling AE titles, maximum
 concurrent associations, maximum PDU length. Handlers are plain functions bound through
 ``evt_handlers``; the work of a C-STORE is :class:`node.ingest.receipt.StoreHandler`.
@@ -28,11 +29,16 @@ from sqlalchemy import Engine
 
 from model.decoder import Decoder
 from model.decoders.registry import load_decoder
+from model.dicom.commitment import STORAGE_COMMITMENT_PUSH_MODEL
 from model.dicom.statuses import EchoStatus
 from model.inputs import DEFAULT_REGISTRY, AdapterRegistry
 from node.alerts.sender import OutboxSender
 from node.audit.store import open_database
 from node.audit.writer import GroupCommitWriter
+from node.consoles.checks import ConsoleChecker
+from node.dimse.commitment import CommitmentScp
+from node.dimse.peers import PeerPolicy
+from node.dimse.tls import server_context
 from node.dimse.transport import PollBudget, start_server
 from node.ingest.archive import Archive
 from node.ingest.decode_batcher import DecodeBatcher
@@ -84,11 +90,13 @@ def accept_overlong_uids() -> None:
 
 
 def build_ae(settings: Settings, adapters: AdapterRegistry = DEFAULT_REGISTRY) -> AE:
-    """The Application Entity with only the presentation contexts the node handles: Verification
-    and a Storage context for each SOP class an input adapter reads (PS3.8 section 9.3.2.2)."""
+    """The Application Entity with only the presentation contexts the node handles: Verification,
+    Storage Commitment Push Model (PS3.4 Annex J, SCP) and a Storage context for each SOP class
+    an input adapter reads (PS3.8 section 9.3.2.2)."""
     node = settings.node
     ae = AE(ae_title=node.ae_title)
     ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
+    ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, TRANSFER_SYNTAXES)
     for sop_class in adapters.sop_class_uids:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     ae.maximum_associations = node.max_associations
@@ -107,6 +115,11 @@ def build_ae(settings: Settings, adapters: AdapterRegistry = DEFAULT_REGISTRY) -
 def handle_echo(event: Any) -> int:
     """C-ECHO (PS3.7 section 9.1.5): always success while the node runs."""
     return int(EchoStatus.SUCCESS)
+
+
+def handle_action(event: Any, scp: CommitmentScp) -> Any:
+    """N-ACTION (PS3.4 Annex J, Storage Commitment Push Model): answered, then reported."""
+    return scp.handle_action(event)
 
 
 def handle_store(event: Any, handler: StoreHandler) -> Any:
@@ -181,6 +194,8 @@ class Node:
         self.sender: OutboxSender | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
+        #: the DICOM TLS listener when ``[tls] enabled`` with its own port (else ``None``)
+        self.tls_server: ThreadedAssociationServer | None = None
         self.reconciled = 0
         #: the node's counters (``/metrics`` of node/web)
         self.metrics = Metrics()
@@ -194,22 +209,37 @@ class Node:
         host, port = self.server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """Where DICOM TLS is served: ``address`` with ``[tls] port`` 0, else its own."""
+        if not self.settings.tls.enabled:
+            return None
+        server = self.tls_server or self.server
+        assert server is not None, "the node is not started"
+        host, port = server.server_address[:2]
+        return str(host), int(port)
+
     def start(self) -> tuple[str, int]:
-        """Open the database (migrating it), reconcile the archive, then listen."""
+        """Open the database (migrating it), reconcile the archive, then listen (plain TCP on
+        ``[node] port`` and DICOM TLS on ``[tls] port``, or TLS only on ``[node] port`` with
+        ``[tls] port`` 0)."""
         s = self.settings
+        tls = server_context(s.tls) if s.tls.enabled else None  # a wrong file: stop first
         s.archive_dir.mkdir(parents=True, exist_ok=True)
         decoder = self._decoder or load_decoder(s.model.name or None)
         self.engine = open_database(s.database_url,
                                     sqlite_synchronous=s.storage.sqlite_synchronous)
         archive = Archive(s.archive_dir)
         archive.prepare()
-        self.reconciled = reconcile(self.engine, ReceiptBuilder(s, decoder, archive,
-                                                          adapters=self.adapters))
+        checker = ConsoleChecker(s.consoles.policy, s.policy, s.alerts.recipients)
+        self.reconciled = reconcile(self.engine, ReceiptBuilder(
+            s, decoder, archive, adapters=self.adapters, engine=self.engine), checker=checker)
         self.batcher = DecodeBatcher(decoder)
-        builder = ReceiptBuilder(s, decoder, archive, self.batcher, adapters=self.adapters)
+        builder = ReceiptBuilder(s, decoder, archive, self.batcher, adapters=self.adapters,
+                                 engine=self.engine)
         self.sender = OutboxSender(self.engine, s.smtp, s.alerts)
         self.writer = GroupCommitWriter(self.engine, batch_max=s.storage.commit_batch_max,
-                                        on_committed=self._committed)
+                                        checker=checker, on_committed=self._committed)
         self.sender.start()
         if not s.alerts.recipients:
             log.warning("no alert recipients configured: flagged decisions wait in the outbox",
@@ -219,6 +249,9 @@ class Node:
             *PollBudget(s.node.poll_interval_ms / 1000.0).handlers(),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [store]),
+            (evt.EVT_N_ACTION, handle_action, [CommitmentScp(
+                self.engine, frozenset(self.adapters.sop_class_uids), s.node.ae_title,
+                s.commitment.requesters, timeout_s=s.node.dimse_timeout_s)]),
             (evt.EVT_ACCEPTED, handle_accepted),
             (evt.EVT_REJECTED, handle_rejected),
             (evt.EVT_RELEASED, handle_released),
@@ -226,14 +259,23 @@ class Node:
         ]
         accept_overlong_uids()
         self.ae = build_ae(s, self.adapters)
+        peers = PeerPolicy.from_settings(s.peers)
+        tls_only = tls is not None and s.tls.port == 0
         self.server = start_server(self.ae, (s.node.host, s.node.port), handlers,
-                                   first_pdu_timeout_s=s.node.first_pdu_timeout_s)
+                                   first_pdu_timeout_s=s.node.first_pdu_timeout_s,
+                                   ssl_context=tls if tls_only else None, peers=peers)
+        if tls is not None and not tls_only:
+            self.tls_server = start_server(self.ae, (s.node.host, s.tls.port), handlers,
+                                           first_pdu_timeout_s=s.node.first_pdu_timeout_s,
+                                           ssl_context=tls, peers=peers)
         host, port = self.address
         log.info("listening", extra={"fields": {
             "ae_title": s.node.ae_title, "host": host, "port": port,
             "model": decoder.info.name, "model_version": decoder.info.version,
             "data_dir": str(s.data_dir), "database": self.engine.url.render_as_string(),
-            "reconciled": self.reconciled, "sources": list(s.sources)}})
+            "reconciled": self.reconciled, "sources": list(s.sources),
+            "tls_port": None if self.tls_address is None else self.tls_address[1],
+            "peer_allow_list": sorted(s.peers)}})
         return host, port
 
     def _committed(self, results: Any) -> None:
@@ -248,8 +290,9 @@ class Node:
             return
         self._stopped.set()
         grace = self.settings.node.shutdown_grace_s if grace_s is None else grace_s
-        if self.server is not None:
-            self.server.shutdown()
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.shutdown()
         if self.ae is not None:
             deadline = time.monotonic() + grace
             while self.ae.active_associations and time.monotonic() < deadline:

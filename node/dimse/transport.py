@@ -13,9 +13,16 @@ leaves quick-acknowledgement mode on its own, e.g. when we answer, so it is kept
 ``TCP_NODELAY`` so the node's own responses leave at once. No library code is patched.
 
 ``TCP_QUICKACK`` is Linux-only: where the platform lacks it the server still runs, with
-``TCP_NODELAY`` only, and says so once in the log when it starts. Over TLS (an
-:class:`ssl.SSLSocket`, whose reads happen inside OpenSSL) the options are set once on the
-connection and not re-armed.
+``TCP_NODELAY`` only, and says so once in the log when it starts.
+
+Over DICOM TLS (PS3.15 Annex B.9; the context from :mod:`node.dimse.tls`) the connection is a
+:class:`TlsSocket`, which re-arms the options around OpenSSL's reads and writes the same way.
+The accept loop only wraps the connection (:class:`GatedAssociationServer`): the TLS handshake
+runs in the connection's own thread, under the first-PDU deadline below, so a peer that
+connects and stays silent delays nobody. A handshake that fails (no client certificate when one
+is required, an expired or unknown one, a plain DICOM connection to the TLS port) closes the
+connection and is logged (WARNING ``connection refused: TLS handshake failed``, with
+``peer_address`` and OpenSSL's reason).
 
 The same handler is the accept-side gate of PS3.8 section 9.1.5 (the ARTIM timer of state Sta2):
 a connection becomes an association only once its whole first PDU, the A-ASSOCIATE-RQ, has
@@ -29,7 +36,11 @@ PDU whose AE titles are not AE values (PS3.5 section 6.2: control characters, ba
 only spaces) is answered with an A-ASSOCIATE-RJ (PS3.8 section 9.3.4: rejected-permanent, service
 user, calling or called AE title not recognised) and logged with the titles escaped; pynetdicom
 would raise inside its PDU decoder. After the gate the connection's reads and writes time out
-after ``AE.network_timeout``, so a peer that dies inside a PDU frees its slot.
+after ``AE.network_timeout``, so a peer that dies inside a PDU frees its slot. Over TLS the
+first PDU cannot be peeked: it is read and handed back to pynetdicom by the :class:`TlsSocket`
+before anything else it reads. The gate also applies the peer allow-list
+(:class:`node.dimse.peers.PeerPolicy`): a calling AE title from an address it may not use is
+rejected the same way (reason 3) and logged with the address.
 """
 
 from __future__ import annotations
@@ -51,6 +62,8 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
+
+from node.dimse.peers import PeerPolicy
 
 LOGGER = logging.getLogger(__name__)
 
@@ -124,6 +137,60 @@ class PromptAckSocket(socket.socket):
         return sent
 
     def sendall(self, data: Any, flags: int = 0, /) -> None:
+        super().sendall(data, flags)
+        self._rearm()
+
+
+class TlsSocket(ssl.SSLSocket):
+    """A TLS connection that acknowledges promptly, and replays the first PDU the gate read.
+
+    Set as the server context's ``sslsocket_class`` by :func:`start_server`. ``pending()``
+    counts the replayed bytes, so pynetdicom's readiness check (``select`` or ``pending``) sees
+    them."""
+
+    _quickack: int | None = None
+    _replay: bytes = b""
+
+    def prepare(self, options: PromptAck | None) -> None:
+        if options is not None:
+            self._quickack = options.quickack
+            options.apply(self)
+
+    def replay(self, data: bytes) -> None:
+        """Hand ``data`` back to the next reads, before anything still on the connection."""
+        self._replay = data + self._replay
+
+    def _rearm(self) -> None:
+        if self._quickack is None:
+            return
+        with contextlib.suppress(OSError):
+            self.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
+
+    def pending(self) -> int:
+        return len(self._replay) + super().pending()
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if self._replay:
+            data, self._replay = self._replay[:buflen], self._replay[buflen:]
+            return data
+        self._rearm()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if self._replay:
+            view = memoryview(buffer).cast("B")
+            n = min(nbytes or len(view), len(self._replay))
+            view[:n], self._replay = self._replay[:n], self._replay[n:]
+            return n
+        self._rearm()
+        return super().recv_into(buffer, nbytes or 0, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self._rearm()
+        return sent
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
         super().sendall(data, flags)
         self._rearm()
 
@@ -207,12 +274,70 @@ def await_first_pdu(
         seen = len(data)
 
 
+def read_first_pdu(
+    sock: ssl.SSLSocket,
+    timeout_s: float,
+    stopping: Any = lambda: False,
+    slice_s: float = 0.25,
+) -> bytes:
+    """:func:`await_first_pdu` for a TLS connection, which cannot be peeked: the handshake, then
+    the whole first PDU (at most :data:`FIRST_PDU_PEEK_MAX` bytes) is *read*, all within
+    ``timeout_s``; the caller hands it back (:meth:`TlsSocket.replay`). Raises
+    :class:`FirstPduTimeout` at the deadline and :class:`ssl.SSLError` when the handshake fails.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:  # the handshake, in slices so that the deadline is the whole handshake's
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FirstPduTimeout(0)
+        sock.settimeout(min(remaining, slice_s))
+        try:
+            sock.do_handshake()
+            break
+        except TimeoutError:
+            if stopping():
+                return b""
+    data, need = b"", 6
+    while len(data) < need:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FirstPduTimeout(len(data))
+        sock.settimeout(min(remaining, slice_s))
+        try:
+            chunk = sock.recv(need - len(data))
+        except TimeoutError:
+            if stopping():
+                return b""
+            continue
+        if not chunk:
+            return b""
+        data += chunk
+        if data[0] not in _PDU_TYPES:
+            return data
+        if len(data) >= 6 and need == 6:
+            need = 6 + min(struct.unpack(">L", data[2:6])[0], FIRST_PDU_PEEK_MAX)
+    return data
+
+
+class GatedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server whose accept loop does no TLS handshake (module docstring):
+    the connection is wrapped unshaken; :class:`PromptAckRequestHandler` shakes hands."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True,
+                                                  do_handshake_on_connect=False)
+        return client, address
+
+
 class PromptAckRequestHandler(RequestHandler):
     """pynetdicom's :class:`~pynetdicom.transport.RequestHandler` behind the first-PDU gate.
 
     ``options`` (``None``: pynetdicom's plain socket) gives the connection a
     :class:`PromptAckSocket`; ``first_pdu_timeout_s`` (``None``: no gate) is the deadline of the
-    module docstring.
+    module docstring; ``peers`` the allow-list the gate applies.
     """
 
     def __init__(
@@ -223,9 +348,11 @@ class PromptAckRequestHandler(RequestHandler):
         *,
         options: PromptAck | None,
         first_pdu_timeout_s: float | None = None,
+        peers: PeerPolicy | None = None,
     ) -> None:
         self.options = options
         self.first_pdu_timeout_s = first_pdu_timeout_s
+        self.peers = peers
         super().__init__(request, client_address, server)  # runs setup() then handle()
 
     def setup(self) -> None:
@@ -233,8 +360,10 @@ class PromptAckRequestHandler(RequestHandler):
         if self.options is None:
             return
         request = self.request
-        if isinstance(request, ssl.SSLSocket):
-            self.options.apply(request)  # OpenSSL reads the descriptor itself: set once
+        if isinstance(request, TlsSocket):
+            request.prepare(self.options)
+        elif isinstance(request, ssl.SSLSocket):
+            self.options.apply(request)  # not ours: OpenSSL reads the descriptor, set once
         elif isinstance(request, socket.socket) and request.type == socket.SOCK_STREAM:
             self.request = PromptAckSocket.adopt(request, self.options)
 
@@ -243,9 +372,24 @@ class PromptAckRequestHandler(RequestHandler):
         sock = self.request
         if not isinstance(sock, socket.socket):
             return super().handle()
-        if self.first_pdu_timeout_s is not None and not isinstance(sock, ssl.SSLSocket):
+        if isinstance(sock, ssl.SSLSocket) and self.first_pdu_timeout_s is None:
+            try:  # no gate: only the handshake, under the network timeout
+                sock.settimeout(self.server.ae.network_timeout)
+                sock.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                self._refused_tls(sock, exc)
+                return None
+        if self.first_pdu_timeout_s is not None:
             try:
-                first = await_first_pdu(sock, self.first_pdu_timeout_s, self._stopping)
+                if isinstance(sock, ssl.SSLSocket):
+                    first = read_first_pdu(sock, self.first_pdu_timeout_s, self._stopping)
+                    if isinstance(sock, TlsSocket):
+                        sock.replay(first)
+                else:
+                    first = await_first_pdu(sock, self.first_pdu_timeout_s, self._stopping)
+            except ssl.SSLError as exc:
+                self._refused_tls(sock, exc)
+                return None
             except FirstPduTimeout as exc:
                 LOGGER.warning(
                     "connection closed: no whole first PDU (A-ASSOCIATE-RQ) within %g s",
@@ -275,6 +419,13 @@ class PromptAckRequestHandler(RequestHandler):
         host, port = self.client_address[:2]
         return f"{host}:{port}"
 
+    def _refused_tls(self, sock: socket.socket, exc: Exception) -> None:
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) \
+            or repr(exc)
+        LOGGER.warning("connection refused: TLS handshake failed", extra={"fields": {
+            "peer_address": self._peer(), "reason": str(reason)}})
+        self._close(sock)
+
     def _rejected(self, sock: socket.socket, first: bytes) -> bool:
         """Reject an A-ASSOCIATE-RQ whose AE titles are not AE values (module docstring)."""
         if first[0] != 0x01 or len(first) < _CALLING_AE.stop:
@@ -285,12 +436,18 @@ class PromptAckRequestHandler(RequestHandler):
         if problem is None:
             problem = ae_title_problem(called)
             reason, which = REJECT_CALLED_AE, "called"
-        if problem is None:
+        if problem is not None:
+            message = f"association rejected: the {which} AE title has {problem}"
+        elif self.peers and not self.peers.allows(calling.decode("ascii"),
+                                                  str(self.client_address[0])):
+            message = ("association rejected: the calling AE title may not connect from this "
+                       "address ([peers])")
+            reason = REJECT_CALLING_AE
+        else:
             return False
-        LOGGER.warning(f"association rejected: the {which} AE title has {problem}",
-                       extra={"fields": {"peer_address": self._peer(),
-                                         "calling_ae_title": printable(calling),
-                                         "called_ae_title": printable(called)}})
+        LOGGER.warning(message, extra={"fields": {"peer_address": self._peer(),
+                                                  "calling_ae_title": printable(calling),
+                                                  "called_ae_title": printable(called)}})
         with contextlib.suppress(OSError):
             sock.settimeout(1.0)
             length = 6 + struct.unpack(">L", first[2:6])[0]
@@ -366,6 +523,8 @@ def start_server(
     *,
     prompt_ack: bool = True,
     first_pdu_timeout_s: float | None = DEFAULT_FIRST_PDU_TIMEOUT_S,
+    ssl_context: ssl.SSLContext | None = None,
+    peers: PeerPolicy | None = None,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server on ``address`` with ``evt_handlers`` bound.
 
@@ -374,7 +533,9 @@ def start_server(
     daemon thread. With ``prompt_ack`` (the default) its connections acknowledge promptly, see the
     module docstring; ``prompt_ack=False`` gives pynetdicom's plain sockets. A connection must
     send its whole A-ASSOCIATE-RQ within ``first_pdu_timeout_s`` (``None``: pynetdicom's
-    behaviour, no gate).
+    behaviour, no gate). With ``ssl_context`` the server speaks DICOM TLS only (its
+    ``sslsocket_class`` becomes :class:`TlsSocket`); ``peers`` is the gate's allow-list (it
+    needs the gate).
     """
     options: PromptAck | None = None
     if prompt_ack:
@@ -387,12 +548,17 @@ def start_server(
             )
         else:
             LOGGER.info("prompt acknowledgement on: TCP_QUICKACK kept armed, TCP_NODELAY set")
+    if peers and first_pdu_timeout_s is None:
+        first_pdu_timeout_s = DEFAULT_FIRST_PDU_TIMEOUT_S
+    if ssl_context is not None:
+        ssl_context.sslsocket_class = TlsSocket
     handler = functools.partial(PromptAckRequestHandler, options=options,
-                                first_pdu_timeout_s=first_pdu_timeout_s)
+                                first_pdu_timeout_s=first_pdu_timeout_s, peers=peers)
     server = ae.make_server(
         address,
         evt_handlers=evt_handlers,
-        server_class=ThreadedAssociationServer,
+        ssl_context=ssl_context,
+        server_class=GatedAssociationServer,
         request_handler=handler,
     )
     timestamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")

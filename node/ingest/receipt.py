@@ -10,6 +10,7 @@ next start-up (:mod:`node.ingest.reconcile`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -29,6 +30,7 @@ from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from model.consoles import ConsoleIdentity, patient_key
 from model.decision import DecisionKind, DecodeRecord, invalid_record
 from model.decoder import Decoder
 from model.dicom.file_meta import FileMeta
@@ -43,8 +45,20 @@ from node.audit.writer import GroupCommitWriter
 from node.combining import Closed
 from node.ingest.archive import Archive, Archived, valid_uid
 from node.ingest.decode_batcher import DecodeBatcher
+from node.ingest.pairing import Pairer, PairingPlan
 from node.metrics import Metrics
-from node.records import AlertMessage, Origin, Placement, Receipt, Recorded, Source
+from node.records import (
+    AlertMessage,
+    Origin,
+    PairingConflict,
+    PairingFacts,
+    PairingRole,
+    PairingStatus,
+    Placement,
+    Receipt,
+    Recorded,
+    Source,
+)
 from node.settings import Settings
 from node.text import bounded, visible
 
@@ -73,6 +87,36 @@ def status_dataset(status: int, comment: str | None = None) -> Dataset:
     return ds
 
 
+def _text(ds: Dataset | None, keyword: str) -> str | None:
+    """A data set's value as text, ``None`` when absent or not convertible (sender text: made
+    safe where it is shown, :mod:`node.text`)."""
+    if ds is None:
+        return None
+    try:
+        value = ds.get(keyword)
+        return None if value is None else (str(value).strip() or None)
+    except Exception:
+        return None
+
+
+def ack_options(settings: Settings) -> tuple[str, ...]:
+    """The options that make ``sro-decoder audit ack`` reach this node's database: its
+    ``--config`` file (when one was given) and its data folder (or database URL)."""
+    files = [s for s in settings.sources if s.endswith(".toml") and "(shipped)" not in s
+             and Path(s).is_file()]
+    out: tuple[str, ...] = ()
+    if files:
+        out += ("--config", str(Path(files[-1]).resolve()))
+    return (*out, "--data-dir", str(settings.data_dir))
+
+
+def console_identity(calling_ae_title: str | None, ds: Dataset | None) -> ConsoleIdentity:
+    """The console of docs/contract.md section 6: the calling AE title with the SRO's Station
+    Name (0008,1010), Manufacturer (0008,0070) and Manufacturer's Model Name (0008,1090)."""
+    return ConsoleIdentity.of(calling_ae_title, _text(ds, "StationName"),
+                              _text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName"))
+
+
 class ReceiptBuilder:
     """Decodes objects and builds their receipts (the writer records them); shared by the
     C-STORE handler and reconciliation, which read every data set through the same input
@@ -80,19 +124,27 @@ class ReceiptBuilder:
 
     def __init__(self, settings: Settings, decoder: Decoder, archive: Archive,
                  batcher: DecodeBatcher | None = None, *,
-                 adapters: AdapterRegistry = DEFAULT_REGISTRY) -> None:
+                 adapters: AdapterRegistry = DEFAULT_REGISTRY,
+                 engine: Engine | None = None) -> None:
         self.settings = settings
         self.decoder = decoder
         self.archive = archive
         self.batcher = batcher
         self.adapters = adapters
+        #: companion pairing against the audit database (``None``: no database, no pairing)
+        self.pairer = None if engine is None else Pairer(self, engine)
+        #: ``--config FILE --data-dir DIR`` of this node, for the e-mail's ack command
+        self.ack_options = ack_options(settings)
 
-    def for_archived_file(self, path: Path) -> Receipt | None:
+    def for_archived_file(self, path: Path, *, pair: bool = True) -> Receipt | None:
         """The receipt of an archived file found without a record (``None`` if it is gone).
 
         The data set is read back from the archive with the checks ``decode`` and the C-STORE
         handler apply; the sender's AE titles come from its File Meta Information (PS3.10
-        section 7.1, written by the archive).
+        section 7.1, written by the archive). An object that pairs (:mod:`node.ingest.pairing`)
+        is planned against the database when ``pair`` (the caller holds the pairer's lock and
+        commits it before the next one); without ``pair`` its receipt only says that it pairs
+        (``pairing`` set, nothing planned), for the caller to ask again with ``pair``.
         """
         try:
             stat = path.stat()
@@ -121,10 +173,20 @@ class ReceiptBuilder:
         archived = Archived(path, self.archive.relative(path), placement, stat.st_size)
         duplicate = placement is Placement.DUPLICATE
         record = None if duplicate else self.decode(ds, error, origin, uid)
+        plan = None
+        if record is not None and self.pairer is not None:
+            part = self.pairer.participant(ds, record, origin)
+            if part is not None and ds is not None:
+                if not pair:
+                    plan = PairingPlan(record, PairingFacts(
+                        part.role, PairingStatus.AWAITING_OFFSET, None, None, None))
+                else:
+                    plan = self.pairer.plan(ds, record, part, origin)
+                    record = plan.record
         return self.receipt(
             origin=origin, uid=uid, sop_class_uid=meta_text("MediaStorageSOPClassUID"),
             transfer_syntax_uid=meta_text("TransferSyntaxUID"), archived=archived,
-            size=stat.st_size, record=record, ds=ds, duplicate=duplicate,
+            size=stat.st_size, record=record, ds=ds, duplicate=duplicate, plan=plan,
         )
 
     def decode(self, ds: Dataset | None, error: str | None, origin: Origin,
@@ -142,6 +204,22 @@ class ReceiptBuilder:
         except Closed:
             raise  # the node is stopping: not a decision about this object
         except Exception as exc:  # a decoder failure still ends in one recorded decision
+            log.exception("decoder failed", extra={"fields": {"sop_instance_uid": uid}})
+            return DecodeRecord(decision=DecisionKind.INVALID,
+                                reason_code=InvalidReason.DECODE_ERROR,
+                                reason=f"the decoder failed: {type(exc).__name__}: {exc}",
+                                model=self.decoder.info, sop_instance_uid=uid)
+
+    def decode_with(self, ds: Dataset, options: DecodeOptions,
+                    uid: str | None) -> DecodeRecord:
+        """Decode ``ds`` with ``options`` (an SRO with its companion's offset, section 1)."""
+        try:
+            if self.batcher is not None:
+                return self.batcher.decode(ds, options)
+            return decode_dataset(ds, self.decoder, options)
+        except Closed:
+            raise
+        except Exception as exc:
             log.exception("decoder failed", extra={"fields": {"sop_instance_uid": uid}})
             return DecodeRecord(decision=DecisionKind.INVALID,
                                 reason_code=InvalidReason.DECODE_ERROR,
@@ -166,6 +244,10 @@ class ReceiptBuilder:
             received_at=origin.received_at,
             archive_path=None if archived is None else str(archived.path),
             patient_name=name, patient_id=pid,
+            station_name=_text(ds, "StationName"),
+            study_date_time=" ".join(v for v in (_text(ds, "StudyDate"), _text(ds, "StudyTime"))
+                                     if v) or None,
+            ack_options=self.ack_options,
         )
         return compose_alert(record, ctx, alerts.recipients,
                              include_patient_identity=alerts.include_patient_identity)
@@ -173,7 +255,7 @@ class ReceiptBuilder:
     def receipt(self, *, origin: Origin, uid: str | None, sop_class_uid: str | None,
                 transfer_syntax_uid: str | None, archived: Archived | None, size: int,
                 record: DecodeRecord | None, ds: Dataset | None,
-                duplicate: bool = False) -> Receipt:
+                duplicate: bool = False, plan: PairingPlan | None = None) -> Receipt:
         if record is not None and archived is not None:
             record = replace(record, path=str(archived.path))
         status = StoreStatus.SUCCESS if record is None else status_for(record)
@@ -194,6 +276,13 @@ class ReceiptBuilder:
             record=record,
             alert=None if record is None else self.alert_for(record, origin, uid, archived, ds),
             duplicate=duplicate,
+            pairing=None if plan is None else plan.facts,
+            sro_updates=() if plan is None else plan.sro_updates,
+            companion_updates=() if plan is None else plan.companion_updates,
+            links=() if plan is None else plan.links,
+            console=console_identity(origin.calling_ae_title, ds),
+            patient_key=patient_key(_text(ds, "PatientID")),
+            compose=lambda rec: self.alert_for(rec, origin, uid, archived, ds),
         )
 
 
@@ -357,6 +446,8 @@ class StoreHandler:
 
         if archived.placement is Placement.DUPLICATE and uid is not None:
             return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
+        ds: Dataset | None
+        error: str | None
         if unreadable is not None or read is None or transfer_syntax is None:
             ds, error = None, unreadable or "no data set"
         else:
@@ -384,10 +475,18 @@ class StoreHandler:
             record = replace(record, warnings=(
                 *record.warnings, "the C-STORE request's Affected SOP Instance UID is not a "
                 f"valid UID (PS3.5 section 9.1); recorded marked {INVALID_UID_MARK} and escaped"))
-        receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
-                                        transfer_syntax_uid=transfer_syntax, archived=archived,
-                                        size=len(data), record=record, ds=ds)
-        recorded = self._commit(receipt, fields)
+        pairer = self.builder.pairer
+        part = None if pairer is None else pairer.participant(ds, record, origin)
+        if pairer is None or part is None or ds is None:
+            receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+                                            transfer_syntax_uid=transfer_syntax,
+                                            archived=archived, size=len(data), record=record,
+                                            ds=ds)
+            recorded = self._commit(receipt, fields)
+        else:
+            record, recorded = self._commit_paired(
+                pairer, part, ds, record, origin, uid, sop_class, transfer_syntax, archived,
+                len(data), fields)
         if recorded is None:
             return status_dataset(StoreStatus.OUT_OF_RESOURCES,
                                   "audit database unavailable; archived, recorded at restart")
@@ -414,6 +513,46 @@ class StoreHandler:
         except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
+    def _commit_paired(self, pairer: Pairer, part: Any, ds: Dataset, record: DecodeRecord,
+                       origin: Origin, uid: str | None, sop_class: str | None,
+                       transfer_syntax: str | None, archived: Archived, size: int,
+                       fields: dict[str, Any]) -> tuple[DecodeRecord, Recorded | None]:
+        """Plan the pairing of an object that pairs and commit it, holding the pairer's lock
+        (:mod:`node.ingest.pairing`); planned again if the database changed in between. A
+        plan that fails is logged and the object recorded with its facts only (awaiting its
+        partner): never lost, and the next object of its study plans the whole study again."""
+        with pairer.lock:
+            for attempt in range(3):
+                try:
+                    plan = pairer.plan(ds, record, part, origin)
+                except Closed:
+                    raise
+                except Exception as exc:
+                    log.exception("pairing plan failed; recorded awaiting its partner",
+                                  extra={"fields": {**fields, "error": repr(exc)}})
+                    status = PairingStatus.AWAITING_OFFSET if part.role is PairingRole.SRO \
+                        else PairingStatus.AWAITING_SRO
+                    key = part.key
+                    plan = PairingPlan(record, PairingFacts(
+                        part.role, status, key.patient_id, key.study_instance_uid, key.time))
+                receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
+                                                transfer_syntax_uid=transfer_syntax,
+                                                archived=archived, size=size,
+                                                record=plan.record, ds=ds, plan=plan)
+                try:
+                    return plan.record, self.writer.record(
+                        receipt, timeout=self.settings.storage.commit_timeout_s)
+                except PairingConflict as exc:
+                    log.warning("pairing changed while recording; planned again",
+                                extra={"fields": {**fields, "attempt": attempt,
+                                                  "error": str(exc)}})
+                except Exception as exc:
+                    self.metrics.count("database_errors_total")
+                    log.error("audit record failed; the object stays in the archive",
+                              extra={"fields": {**fields, "error": repr(exc)}})
+                    return plan.record, None
+            return record, None
+
     def _commit(self, receipt: Receipt, fields: dict[str, Any]) -> Recorded | None:
         """Record through the group-commit writer; return once durable (``None``: failed)."""
         try:
@@ -439,9 +578,12 @@ class StoreHandler:
             # the first copy is archived but its recording failed: record it now (it is read
             # back from the archive, so the decision is about what was first received)
             primary = self.builder.archive.primary_path(uid)
-            first = self.builder.for_archived_file(primary)
-            if first is not None and self._commit(first, fields) is None:
-                return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+            pairer = self.builder.pairer
+            with pairer.lock if pairer is not None else contextlib.nullcontext():
+                first = self.builder.for_archived_file(primary)
+                if first is not None and self._commit(first, fields) is None:
+                    return status_dataset(StoreStatus.OUT_OF_RESOURCES,
+                                          "audit database unavailable")
         receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=archived.size_bytes, record=None, ds=None,

@@ -4,24 +4,31 @@ An object is archived before it is recorded; if the process is killed in between
 database was unavailable, the file is on disk without a record (and was never acknowledged with
 success). At start-up each such file is read back, decoded with the profile of the sender named
 in its File Meta Information (Sending Application Entity Title, PS3.10 section 7.1) and recorded,
-with its alert when flagged. Temporary files of interrupted writes are removed.
+with its alert when flagged. Objects that pair with a companion (docs/contract.md section 1) are
+recorded last, one transaction each, through the same pairing as received objects
+(:mod:`node.ingest.pairing`). Temporary files of interrupted writes are removed.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from node.audit.store import record_receipts, recorded_archive_paths
+from node.audit.store import recorded_archive_paths
+from node.audit.writer import ReceiptChecker, record_checked
 from node.ingest.receipt import ReceiptBuilder
+from node.records import Receipt
 
 log = logging.getLogger("node.ingest.reconcile")
 
 
-def reconcile(engine: Engine, builder: ReceiptBuilder, batch: int = 256) -> int:
-    """Record every archived file that has no record; return how many were recorded."""
+def reconcile(engine: Engine, builder: ReceiptBuilder, batch: int = 256,
+              checker: ReceiptChecker | None = None) -> int:
+    """Record every archived file that has no record; return how many were recorded;
+    ``checker``: the console check of docs/contract.md section 6, in the same transactions."""
     removed = builder.archive.remove_partials()
     if removed:
         log.info("removed interrupted writes", extra={"fields": {"files": removed}})
@@ -29,21 +36,37 @@ def reconcile(engine: Engine, builder: ReceiptBuilder, batch: int = 256) -> int:
         known = recorded_archive_paths(session)
     missing = [p for p in builder.archive.files() if builder.archive.relative(p) not in known]
     done = 0
+    pairing: list[Path] = []  # objects that pair: recorded one at a time, after the others
     for start in range(0, len(missing), batch):
         receipts = []
         for path in missing[start:start + batch]:
-            receipt = builder.for_archived_file(path)
-            if receipt is not None:
+            receipt = builder.for_archived_file(path, pair=False)
+            if receipt is None:
+                continue
+            if receipt.pairing is not None:
+                pairing.append(path)
+            else:
                 receipts.append(receipt)
-        with Session(engine) as session, session.begin():
-            record_receipts(session, receipts)
-        done += len(receipts)
-        for r in receipts:
-            log.warning("recorded an archived object found without a record",
-                        extra={"fields": {"sop_instance_uid": r.sop_instance_uid,
-                                          "archive_path": r.archive_path,
-                                          "decision": None if r.record is None
-                                          else r.record.decision.value}})
+        done += _record(engine, receipts, checker)
+    # each planned against what is recorded before it (node.ingest.pairing), so that an SRO
+    # and its companion both found here pair as if they had arrived one after the other
+    for path in pairing:
+        receipt = builder.for_archived_file(path, pair=True)
+        if receipt is not None:
+            done += _record(engine, [receipt], checker)
     if done:
         log.info("reconciliation done", extra={"fields": {"recorded": done}})
     return done
+
+
+def _record(engine: Engine, receipts: list[Receipt],
+            checker: ReceiptChecker | None = None) -> int:
+    with Session(engine) as session, session.begin():
+        record_checked(session.connection(), receipts, checker)
+    for r in receipts:
+        log.warning("recorded an archived object found without a record",
+                    extra={"fields": {"sop_instance_uid": r.sop_instance_uid,
+                                      "archive_path": r.archive_path,
+                                      "decision": None if r.record is None
+                                      else r.record.decision.value}})
+    return len(receipts)

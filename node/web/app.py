@@ -113,6 +113,23 @@ class WebContext:
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+def principal(request: Request) -> Principal:
+    """The request's user (a dependency of every route but ``/login`` and ``/healthz``)."""
+    ctx: WebContext = request.app.state.ctx
+    with Session(ctx.engine) as session:
+        return authenticate(request, session, ctx.sessions)
+
+
+def physicist(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if not who.may_acknowledge:
+        raise Forbidden(f"{who.name} is a {who.role.value}: only a physicist may do this")
+    return who
+
+
+Who = Annotated[Principal, Depends(principal)]
+Physicist = Annotated[Principal, Depends(physicist)]
+
+
 # ---------------------------------------------------------------------------------------------
 # REST models (pydantic): the OpenAPI document describes these
 
@@ -332,17 +349,6 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
         return response
 
-    def principal(request: Request) -> Principal:
-        with Session(engine) as session:
-            return authenticate(request, session, ctx.sessions)
-
-    def physicist(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not who.may_acknowledge:
-            raise Forbidden(f"{who.name} is a {who.role.value}: only a physicist may do this")
-        return who
-
-    Who = Annotated[Principal, Depends(principal)]
-
     # --- operations -----------------------------------------------------------------------
 
     @app.get("/healthz", tags=["operations"])
@@ -432,7 +438,7 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         week = today - dt.timedelta(days=today.weekday())
         with Session(engine) as session:
-            values = {
+            values: dict[str, Any] = {
                 "today": counts_by_decision(session, today),
                 "week": counts_by_decision(session, week),
                 "unacknowledged": flagged_unacknowledged(session),
@@ -595,7 +601,7 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
 
     @app.post("/api/v1/records/{ident}/acknowledge", response_model=AcknowledgementOut,
               status_code=201, tags=["records"])
-    def api_acknowledge(request: Request, who: Annotated[Principal, Depends(physicist)],
+    def api_acknowledge(request: Request, who: Physicist,
                         ident: int, body: AcknowledgeRequest) -> Any:
         """Acknowledge a decision (a physicist; with a session cookie, send the session's CSRF
         token in ``X-CSRF-Token``)."""

@@ -99,7 +99,7 @@ class Sessions:
         if not value:
             return None
         try:
-            data = self._session.loads(value, max_age=self.lifetime_s)
+            data = self._session.loads(value, max_age=int(self.lifetime_s))
         except BadSignature:
             return None
         return data if isinstance(data, dict) else None

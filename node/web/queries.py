@@ -53,16 +53,25 @@ class RecordFilter:
 
 def page_of_records(session: Session, where: RecordFilter, *, limit: int = 50,
                     offset: int = 0) -> tuple[list[DecisionRecord], int]:
-    """One page of decision records, newest first, and how many match in all."""
-    base = select(DecisionRecord).join(DecisionRecord.received_object)
+    """One page of decision records, the last recorded first, and how many match in all.
+
+    Ordered by the record's id (the order of recording, an index walk) rather than the received
+    time of the joined object (a sort of every match); the object is joined only when a filter
+    needs it (every decision has its one object, so the count is the same)."""
+    joined = where.calling_ae_title is not None or where.since is not None \
+        or where.until is not None
+    base = select(DecisionRecord)
+    count = select(func.count()).select_from(DecisionRecord)
+    if joined:
+        base = base.join(DecisionRecord.received_object)
+        count = count.join(DecisionRecord.received_object)
     stmt = (where.apply(base)
             .options(selectinload(DecisionRecord.received_object),
                      selectinload(DecisionRecord.acknowledgements),
                      selectinload(DecisionRecord.alerts))
-            .order_by(ReceivedObject.received_at.desc(), DecisionRecord.id.desc())
+            .order_by(DecisionRecord.id.desc())
             .limit(max(1, min(limit, PAGE_MAX))).offset(max(0, offset)))
-    total = session.scalar(where.apply(
-        select(func.count()).select_from(DecisionRecord).join(DecisionRecord.received_object)))
+    total = session.scalar(where.apply(count))
     return list(session.scalars(stmt)), int(total or 0)
 
 
@@ -75,9 +84,10 @@ def record_by_id(session: Session, ident: int) -> DecisionRecord | None:
 
 
 def counts_by_decision(session: Session, since: dt.datetime) -> dict[str, int]:
+    """Decisions made since ``since``, by kind (by the decision's time: no join)."""
     rows = session.execute(
-        select(DecisionRecord.decision, func.count()).join(DecisionRecord.received_object)
-        .where(ReceivedObject.received_at >= since).group_by(DecisionRecord.decision))
+        select(DecisionRecord.decision, func.count())
+        .where(DecisionRecord.decided_at >= since).group_by(DecisionRecord.decision))
     return {str(d): int(n) for d, n in rows}
 
 
@@ -92,19 +102,18 @@ class ConsoleSeen:
     console: str
     objects: int
     flagged: int
-    last_received_at: dt.datetime
+    last_received_at: dt.datetime  # the last decision's time
 
 
 def consoles_seen(session: Session, since: dt.datetime | None = None) -> list[ConsoleSeen]:
     """Each console (docs/contract.md section 1.7's text, else the calling AE) that sent."""
     stmt = (select(DecisionRecord.console, func.count(),
                    func.sum(cast(DecisionRecord.flagged, Integer)),
-                   func.max(ReceivedObject.received_at))
-            .join(DecisionRecord.received_object)
+                   func.max(DecisionRecord.decided_at))
             .where(DecisionRecord.console.is_not(None))
             .group_by(DecisionRecord.console).order_by(DecisionRecord.console))
     if since is not None:
-        stmt = stmt.where(ReceivedObject.received_at >= since)
+        stmt = stmt.where(DecisionRecord.decided_at >= since)
     out = []
     for console, n, flagged, last in session.execute(stmt):
         if isinstance(last, str):  # func.max over the type decorator comes back as text

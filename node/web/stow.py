@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from node.audit.models import utcnow
-from node.ingest.receipt import StoreHandler, Stored
+from node.ingest.receipt import Stored, StoreHandler
 from node.records import Origin, Source
 from node.settings import Settings
 from node.web.auth import Principal

@@ -41,12 +41,13 @@ def test_build_ae_contexts_are_the_registry_sop_classes(tmp_path: Path) -> None:
     assert both == {Verification, SPATIAL_REGISTRATION_STORAGE, str(RawDataStorage)}
 
 
-def test_default_node_rejects_raw_data_storage(tmp_path: Path, node_factory: Any) -> None:
+def test_default_node_accepts_the_xvi_companion_and_nothing_else(tmp_path: Path,
+                                                                 node_factory: Any) -> None:
     port = node_factory(make_settings(tmp_path / "data")).address[1]
     assoc, accepted, rejected = negotiate(port)
     assoc.release()
-    assert accepted == {SPATIAL_REGISTRATION_STORAGE, Verification}
-    assert rejected == {str(RawDataStorage), str(CTImageStorage)}
+    assert accepted == {SPATIAL_REGISTRATION_STORAGE, str(RawDataStorage), Verification}
+    assert rejected == {str(CTImageStorage)}
 
 
 def test_second_adapter_adds_its_sop_class_and_decodes(tmp_path: Path,

@@ -167,7 +167,8 @@ def test_environment_text_is_parsed(tmp_path: Path) -> None:
                                    "SRO_DECODER_SMTP__STARTTLS": " yes ",
                                    "SRO_DECODER_NODE__ALLOWED_CALLING_AE_TITLES": "A, B,,",
                                    "SRO_DECODER_NODE__DIMSE_TIMEOUT_S": "2.5"})
-    assert set(s.profiles) == {"default", "XVI"}  # profile names match whatever their case
+    # profile names match whatever their case; the shipped profiles are always there
+    assert set(s.profiles) == {"default", "elekta_xvi", "voxtox_ds", "XVI"}
     assert s.profile_for("XVI1").group == 0x19
     assert s.smtp.starttls is True and s.node.dimse_timeout_s == 2.5
     assert s.node.allowed_calling_ae_titles == ("A", "B")
@@ -190,4 +191,30 @@ def test_a_wrong_file_setting_is_named(tmp_path: Path, toml: str, named: str) ->
     config = tmp_path / "c.toml"
     config.write_text(toml)
     with pytest.raises(SettingsError, match=named):
+        load_settings(config, env={})
+
+
+def test_a_site_names_the_xvi_stations_and_gets_the_whole_shipped_profile(tmp_path: Path) -> None:
+    from model.inputs.profiles import SHIPPED_PROFILES
+
+    config = tmp_path / "site.toml"
+    config.write_text('[profiles.elekta_xvi]\ncalling_ae_titles = ["XVI_LINAC1"]\n')
+    s = load_settings(config, env={})
+    xvi = s.profile_for("XVI_LINAC1")
+    assert xvi == SHIPPED_PROFILES["elekta_xvi"]
+    assert xvi.registration_selector == "Correction" and xvi.companion
+    assert s.profile_for("OTHER") == SHIPPED_PROFILES["default"]
+    assert load_settings(env={}).profile_for("ANY").name == "default"
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('translation_components = "+x,+x,+z"', "translation_components"),
+    ('vr = "OB"', "vr"),
+    ('private_creator = ""', "[profiles.p]"),
+    ('pair_window_s = 0', "pair_window_s"),
+])
+def test_new_profile_fields_are_checked(tmp_path: Path, text: str, where: str) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(f"[profiles.p]\n{text}\n")
+    with pytest.raises(SettingsError, match=re.escape(where)):
         load_settings(config, env={})

@@ -22,6 +22,8 @@ class ModelCard:
     calibration: dict[str, Any]
     baseline: dict[str, Any] = field(default_factory=dict)
     training_seconds: float | None = None
+    #: consoles over time: the change detector's threshold and its figures (bench_consoles.py)
+    console_history: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class ModelCard:
             "calibration": self.calibration,
             "baseline": self.baseline,
             "training_seconds": self.training_seconds,
+            "console_history": self.console_history,
         }
 
     def write(self, path: Path) -> None:
