@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from model.decoders.registry import UnknownModelError
     from node.dimse.service import Node, quiet_pynetdicom_event_logs, set_torch_threads
     from node.logs import configure_logging
+    from node.settings import SettingsError
 
     settings = settings_from_args(
         args,
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         node.start()
     except UnknownModelError as exc:
         print(f"sro-decoder: setting [model] name: {exc}", file=sys.stderr)
+        node.stop(0)
+        return 2
+    except SettingsError as exc:  # a file a setting names cannot be used ([tls] certificate)
+        print(f"sro-decoder: {exc}", file=sys.stderr)
         node.stop(0)
         return 2
     except Exception as exc:  # database, port, model weights: say why and stop
