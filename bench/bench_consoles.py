@@ -24,13 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.consoles.history import HistoryPolicy  # noqa: E402
-from model.conventions import HYPOTHESES  # noqa: E402
-from model.decision import CauseKind  # noqa: E402
-from model.decoders.registry import load_decoder  # noqa: E402
-from model.training.console_eval import causes_figures, replay, summarise  # noqa: E402
-from model.training.histories import EventKind, HistoryConfig, generate_histories  # noqa: E402
-from model.training.synth import Corruption, SynthConfig, generate  # noqa: E402
+from model.consoles.history import HistoryPolicy
+from model.conventions import HYPOTHESES
+from model.decision import CauseKind
+from model.decoders.registry import load_decoder
+from model.training.console_eval import causes_figures, replay, summarise
+from model.training.histories import EventKind, HistoryConfig, generate_histories
+from model.training.synth import Corruption, SynthConfig, generate
 
 CALIBRATION_SEED = 1000
 MEASURE_SEED = 2000
@@ -45,7 +45,7 @@ def calibrate(decoder_name: str, n: int = 300) -> dict[str, Any]:
             "max_stable_llr": top, "threshold": max(3.0, round(2 * top, 2))}
 
 
-def causes_sets(seed: int, n: int = 600) -> tuple[Any, list[str]]:
+def causes_sets(seed: int, n: int = 600) -> tuple[Any, list[str], Any]:
     """Out-of-distribution cases made by each listed error, with labels."""
     batches, labels, truths = [], [], []
     for k, (kind, cause) in enumerate(((Corruption.CENTIMETRES, CauseKind.CENTIMETRES_AS_MM),

@@ -78,6 +78,14 @@ def _equivalent(data: HistorySet, j: int, a: Convention, b_pairs: list[OrderDire
     return bool((d <= tol).any())
 
 
+def _close(data: HistorySet, j: int, a: Convention, b_: Convention, tol: float,
+           radius: float) -> bool:
+    b = data.batch
+    pred = forward(b.translation_mm[j:j + 1], b.rotation_deg[j:j + 1], b.isocenter_mm[j:j + 1])[0]
+    d = displacement_bound_mm(pred[a.index], pred[b_.index], b.isocenter_mm[j], radius)
+    return bool(d <= tol)
+
+
 def summarise(data: HistorySet, rep: Replayed, decision_policy: DecisionPolicy | None = None
               ) -> dict[str, Any]:
     """The acceptance figures of issue 12 for one replayed set."""
@@ -126,11 +134,10 @@ def summarise(data: HistorySet, rep: Replayed, decision_policy: DecisionPolicy |
                     explained_flagged += flagged
                     truth = HYPOTHESES[int(data.truth[first])]
                     cred = [r.convention, *(a.convention for a in r.alternatives)]
-                    hurts = not any(_equivalent(data, first, h, [OrderDirection.of(truth)],
-                                                tol, radius) for h in cred if h is not None
-                                    and h.patient_position is truth.patient_position) \
-                        or any(h is not None and h.patient_position is not truth.patient_position
-                               for h in cred[:1])
+                    # harmful: no member of the credible set moves the patient as the truth
+                    # does (within the tolerance at the radius)
+                    hurts = not any(_close(data, first, h, truth, tol, radius)
+                                    for h in cred if h is not None)
                     harmful += hurts
                     harmful_flagged += hurts and flagged
                 after = [j for j in js if int(data.fraction[j]) > at]

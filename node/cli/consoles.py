@@ -155,7 +155,8 @@ def run_show(args: argparse.Namespace) -> int:
         out = [f"Console {c.id}: {table_safe(c.station_name or '')} "
                f"(AE title {table_safe(c.calling_ae_title or '')}; "
                f"{table_safe(c.manufacturer or '')} {table_safe(c.manufacturer_model_name or '')})",
-               f"  first seen {c.first_seen_at.isoformat()}, last seen {c.last_seen_at.isoformat()}",
+               f"  first seen {c.first_seen_at.isoformat()}, "
+               f"last seen {c.last_seen_at.isoformat()}",
                f"  established: {'nothing yet' if est is None else pairs_text(est.pairs)} "
                f"({_how(state)})"]
         if est is None:

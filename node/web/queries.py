@@ -30,8 +30,12 @@ class RecordFilter:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     sop_instance_uid: str | None = None
+    #: also the decisions a later one superseded (a paired SRO's earlier ``no_offset``)
+    history: bool = False
 
     def apply(self, stmt: Select[Any]) -> Select[Any]:
+        if not self.history:
+            stmt = stmt.where(DecisionRecord.superseded_by_id.is_(None))
         if self.flagged is not None:
             stmt = stmt.where(DecisionRecord.flagged.is_(self.flagged))
         if self.unacknowledged:
@@ -87,14 +91,16 @@ def counts_by_decision(session: Session, since: dt.datetime) -> dict[str, int]:
     """Decisions made since ``since``, by kind (by the decision's time: no join)."""
     rows = session.execute(
         select(DecisionRecord.decision, func.count())
-        .where(DecisionRecord.decided_at >= since).group_by(DecisionRecord.decision))
+        .where(DecisionRecord.decided_at >= since, DecisionRecord.superseded_by_id.is_(None))
+        .group_by(DecisionRecord.decision))
     return {str(d): int(n) for d, n in rows}
 
 
 def flagged_unacknowledged(session: Session) -> int:
     return int(session.scalar(
         select(func.count()).select_from(DecisionRecord)
-        .where(DecisionRecord.flagged.is_(True), ~DecisionRecord.acknowledgements.any())) or 0)
+        .where(DecisionRecord.flagged.is_(True), ~DecisionRecord.acknowledgements.any(),
+               DecisionRecord.superseded_by_id.is_(None))) or 0)
 
 
 @dataclass(frozen=True, slots=True)

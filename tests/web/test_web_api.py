@@ -159,3 +159,28 @@ def test_bad_filters_are_refused(web_factory: Any, query: str) -> None:
     with w.client() as c:
         r = c.get(f"/api/v1/records?{query}", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 422
+
+
+@needs_dcmtk
+def test_a_paired_sro_is_listed_once_with_its_current_decision(web_factory: Any,
+                                                               tmp_path: Path) -> None:
+    """An SRO recorded ``no_offset`` before its companion, then decoded from the companion's
+    offset: the earlier decision is history, so the list and the counts show the SRO once."""
+    from node.cli.main import main
+
+    folder = tmp_path / "xvi"
+    assert main(["synth", "--layout", "xvi", "--n", "2", "--out", str(folder),
+                 "--seed", "5"]) == 0
+    sros, companions = sorted(folder.glob("sro_*.dcm")), sorted(folder.glob("rps_*.dcm"))
+    node = web_factory(name="paired")
+    token = node.user("viewer", Role.VIEWER)
+    assert storescu(node.dicom_port, sros).returncode == 0
+    assert storescu(node.dicom_port, companions).returncode == 0
+    uids = {uid for uid, row in export(node.data_dir).items() if row["decision"] != "offset_only"}
+    assert len(uids) == len(sros)
+    with node.client() as c:
+        for uid in uids:
+            page = c.get("/api/v1/records", params={"sop_instance_uid": uid},
+                         headers={"Authorization": f"Bearer {token}"}).json()
+            assert page["total"] == 1, page
+            assert page["records"][0]["decision"] != "no_offset", page
