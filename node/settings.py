@@ -343,6 +343,18 @@ class CommitmentSettings(Section):
         default_factory=dict)
 
 
+class RetentionSettings(Section):
+    """Retention (docs/conformance.md section 3, Retention; node/ingest/purge.py): archived
+    files and their records are kept ``days`` after they were received and recorded, flagged
+    and unacknowledged ones (and those whose alert is still pending) until that changes. Off
+    unless ``enabled``: nothing is ever removed by default."""
+
+    enabled: Bool = False
+    days: Int = Field(3650, ge=0, le=36500)
+    interval_h: Float = Field(24.0, gt=0, le=24 * 366)
+    batch: Int = Field(200, ge=1, le=10_000)
+
+
 _OFFSET = OffsetProfile()  # the offset profile's defaults live in model.inputs.profiles
 _ZERO_IS_NONE = ("group", "isocenter_element", "console_element", "registration_selector",
                  "label_creator")
@@ -439,6 +451,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     tls: TlsSettings = TlsSettings()
     commitment: CommitmentSettings = CommitmentSettings()
+    retention: RetentionSettings = RetentionSettings()
     #: calling AE title -> the address ranges and host names it may connect from (the
     #: peer allow-list, node/dimse/peers.py); titles not listed are not address-checked
     peers: dict[AETitle, PeerAddresses] = Field(default_factory=dict)

@@ -47,7 +47,9 @@ def test_folder_gives_one_line_per_sro_in_name_order(synth_dir: Path) -> None:
         assert rec["model"]["name"] == "analytic"
         if t["corruption"] is None:
             assert rec["decision"] == "confident"
-            assert rec["reason"] is None
+            # docs/contract.md section 4: a confident decision's reason names what is open
+            assert (rec["reason"] is None) == (rec["open"] == [])
+            assert rec["reason"] is None or "not determined" in rec["reason"]
             assert rec["convention"]["inverse"] == t["convention"]["inverse"]
             assert rec["convention"]["patient_position"] == t["convention"]["patient_position"]
             assert rec["residual"]["rotation_deg"] <= 0.05 + 1e-3

@@ -68,7 +68,7 @@ class HistoryPolicy:
 
     learn_after: int = 5
     error_rate: float = 1e-3
-    sprt_threshold: float = 12.0
+    sprt_threshold: float = 3.0  # set on held-out histories (bench_consoles.py, model card)
     sprt_step_cap: float = 8.0
     likelihood_floor: float = 1e-12
 

@@ -15,8 +15,8 @@ from model import __version__
 from node.cli.common import UsageError
 
 #: Subcommand modules under ``node.cli``, in the order ``--help`` lists them.
-COMMANDS = ("serve", "web", "decode", "inspect", "audit", "consoles", "users", "synth", "train",
-            "evaluate")
+COMMANDS = ("serve", "web", "decode", "inspect", "audit", "consoles", "users", "purge", "synth",
+            "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

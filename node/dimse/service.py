@@ -42,6 +42,7 @@ from node.dimse.tls import server_context
 from node.dimse.transport import PollBudget, start_server
 from node.ingest.archive import Archive
 from node.ingest.decode_batcher import DecodeBatcher
+from node.ingest.purge import DailyPurge, Purger
 from node.ingest.receipt import ReceiptBuilder, StoreHandler
 from node.ingest.reconcile import reconcile
 from node.metrics import Metrics
@@ -192,6 +193,8 @@ class Node:
         self.batcher: DecodeBatcher | None = None
         self.store: StoreHandler | None = None
         self.sender: OutboxSender | None = None
+        #: the retention purge thread when ``[retention] enabled`` (node/ingest/purge.py)
+        self.purge: DailyPurge | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
         #: the DICOM TLS listener when ``[tls] enabled`` with its own port (else ``None``)
@@ -241,6 +244,9 @@ class Node:
         self.writer = GroupCommitWriter(self.engine, batch_max=s.storage.commit_batch_max,
                                         checker=checker, on_committed=self._committed)
         self.sender.start()
+        if s.retention.enabled:
+            self.purge = DailyPurge(Purger(self.engine, archive, s.retention))
+            self.purge.start()
         if not s.alerts.recipients:
             log.warning("no alert recipients configured: flagged decisions wait in the outbox",
                         extra={"fields": {"setting": "[alerts] recipients"}})
@@ -290,6 +296,8 @@ class Node:
             return
         self._stopped.set()
         grace = self.settings.node.shutdown_grace_s if grace_s is None else grace_s
+        if self.purge is not None:  # between two batches: the one running ends first
+            self.purge.stop()
         for server in (self.server, self.tls_server):
             if server is not None:
                 server.shutdown()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from node.audit.store import recorded_archive_paths
 from node.audit.writer import ReceiptChecker, record_checked
+from node.ingest.purge import PurgeJournal, purge_lock
 from node.ingest.receipt import ReceiptBuilder
 from node.records import Receipt
 
@@ -28,7 +29,16 @@ log = logging.getLogger("node.ingest.reconcile")
 def reconcile(engine: Engine, builder: ReceiptBuilder, batch: int = 256,
               checker: ReceiptChecker | None = None) -> int:
     """Record every archived file that has no record; return how many were recorded;
-    ``checker``: the console check of docs/contract.md section 6, in the same transactions."""
+    ``checker``: the console check of docs/contract.md section 6, in the same transactions.
+    Under the archive's purge lock, after finishing an interrupted purge
+    (:mod:`node.ingest.purge`): the files of purged records are removed, not recorded again."""
+    with purge_lock(builder.archive):
+        PurgeJournal(builder.archive).finish(engine)
+        return _reconcile(engine, builder, batch, checker)
+
+
+def _reconcile(engine: Engine, builder: ReceiptBuilder, batch: int,
+               checker: ReceiptChecker | None) -> int:
     removed = builder.archive.remove_partials()
     if removed:
         log.info("removed interrupted writes", extra={"fields": {"files": removed}})
