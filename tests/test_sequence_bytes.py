@@ -188,3 +188,31 @@ def test_a_named_sequence_encoded_as_un_is_handed_to_pydicom(valid_sro: Dataset)
     with pytest.raises(NotParsed):
         encoded_items(elem.value, implicit_vr=False, little_endian=True,
                       sequences=(0x00700309, 0x0070030A))
+
+
+def test_a_comment_whose_vr_is_wrong_is_left_to_pydicom(valid_sro: Dataset) -> None:
+    """Fuzz finding: (3006,00C8) re-labelled UL (same 2-byte length) reads as text from the raw
+    bytes, while pydicom refuses the value; the fast reader must hand it over."""
+    elem = decode(encode(valid_sro, implicit=False, little=False), implicit=False,
+                  little=False).get_item(REGISTRATION_SEQUENCE)
+    assert isinstance(elem, RawDataElement)
+    value = bytearray(elem.value)
+    at = value.index(b"\x30\x06\x00\xc8LO")  # the first Frame of Reference Transformation Comment
+    value[at + 4 : at + 6] = b"UL"
+    with pytest.raises(NotParsed, match="not as its LO"):
+        encoded_items(bytes(value), implicit_vr=False, little_endian=False,
+                      sequences=(0x00700309, 0x0070030A))
+
+
+@pytest.mark.parametrize(("implicit", "little"), [(False, True), (True, True), (False, False)])
+def test_a_comment_with_several_values_reads_the_same(valid_sro: Dataset, implicit: bool,
+                                                      little: bool, calls: list[int]) -> None:
+    """Fuzz finding: a backslash in a Transformation Comment makes pydicom read several values;
+    both paths must give the same record (the fast reader hands over)."""
+    ds = copy.deepcopy(valid_sro)
+    for item in ds.RegistrationSequence:
+        for mr in item.MatrixRegistrationSequence:
+            mr.FrameOfReferenceTransformationComment = "Correc\\ion"
+    got, expected = both_paths(encode(ds, implicit=implicit, little=little), implicit, little,
+                               calls)
+    assert got == expected

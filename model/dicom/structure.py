@@ -122,6 +122,26 @@ def _dictionary_vr(tag: int) -> str | None:
     return None if entry is None else entry[0]
 
 
+#: text VRs whose backslash separates values (PS3.5 section 6.4): pydicom then reads several
+#: values, which the fast reader does not; DS and IS are split by their readers
+_MULTI_VALUED_TEXT = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "PN", "SH", "TM", "UC",
+                                "UI"})
+
+
+def _check_plain_value(tag: int, vr: bytes | None, data: bytes, start: int, stop: int) -> None:
+    """For the fast reader: hand an element to pydicom (:class:`NotParsed`) when pydicom would
+    read it otherwise than as the raw bytes the reader keeps: a standard element whose explicit
+    VR is not its dictionary VR (PS3.6), or a multi-valued text with a backslash in it."""
+    standard = not tag >> 16 & 1
+    dict_vr = _dictionary_vr(tag) if standard else None
+    if vr is not None and dict_vr is not None and vr.decode("ascii", "replace") not in \
+            dict_vr.split(" or "):
+        raise NotParsed(f"{_name(tag)} is encoded as {vr!r}, not as its {dict_vr}")
+    text_vr = dict_vr if vr is None else vr.decode("ascii", "replace")
+    if text_vr in _MULTI_VALUED_TEXT and data.find(b"\\", start, stop) != -1:
+        raise NotParsed(f"{_name(tag)} holds several values")
+
+
 def _walk(data: bytes, root: _Frame, max_depth: int,
           collect: frozenset[int] | None) -> None:
     """Walk ``data`` from ``root`` to its end; raise :class:`StructureError` where it is damaged.
@@ -252,6 +272,8 @@ def _walk(data: bytes, root: _Frame, max_depth: int,
                 raise NotParsed(f"{_name(tag)} is encoded as UN")
             if tag in collect and kind != _ITEMS:
                 raise NotParsed(f"{_name(tag)} is encoded as {vr!r}, not as a sequence")
+            if kind == -1 and stop is not None:
+                _check_plain_value(tag, vr, data, value, stop)
         if kind == -1 or (stop is not None and stop == value):
             if frame.elements is not None:
                 frame.elements[tag] = EncodedElement(
