@@ -37,6 +37,8 @@ class InvalidReason(str, Enum):
     DATASET_TOO_LARGE = "dataset_too_large"  # over [node] max_dataset_bytes: refused
     REQUEST_UID_TOO_LONG = "request_uid_too_long"  # a C-STORE request UID over 64 characters
     DECODE_ERROR = "decode_error"  # the decoder itself failed on this object
+    # a copy of a recorded SOP Instance UID whose data set differs from the first copy's
+    DUPLICATE_CONFLICT = "duplicate_conflict"
 
 
 class SROError(ValueError):

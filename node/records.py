@@ -175,6 +175,12 @@ class Receipt:
     patient_key: str | None = None
     compose: Callable[[DecodeRecord], AlertMessage | None] | None = None
     checked: dict[str, Any] | None = None
+    #: the node that archived it (``[node] name``: archive paths are unique per node), the
+    #: SHA-256 of its data set as received, and the decision it gets should it turn out a copy
+    #: of a recorded UID with other bytes (``duplicate_conflict``; the database decides)
+    node: str = ""
+    content_sha256: str | None = None
+    conflict_record: DecodeRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

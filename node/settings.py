@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -141,6 +142,10 @@ class NodeSettings(Section):
     first_pdu_timeout_s: Float = Field(5.0, gt=0, le=300)
     shutdown_grace_s: Float = Field(20.0, gt=0)
     poll_interval_ms: Float = Field(0.2, ge=0.05, le=10)
+    #: this node's name in a database shared by several nodes ('' : host name and data folder)
+    name: Annotated[str, _checked(lambda s: s == s.strip() and s.isprintable() and len(s) <= 128,
+                                  "has leading or trailing spaces, control characters or more "
+                                  "than 128 characters")] = ""
 
     @field_validator("max_pdu_bytes")
     @classmethod
@@ -235,6 +240,10 @@ class AlertSettings(Section):
     retry_initial_s: Float = Field(5.0, gt=0)
     retry_max_s: Float = 600.0
     poll_s: Float = Field(5.0, gt=0)
+    #: at most one e-mail per console per window; more alerts of that console in it wait and go
+    #: out together as one digest listing every object (docs/contract.md section 6); 0: no
+    #: grouping
+    digest_window_s: Float = Field(300.0, ge=0)
 
     @field_validator("retry_max_s")
     @classmethod
@@ -490,6 +499,14 @@ class Settings(BaseSettings):
     @property
     def data_dir(self) -> Path:
         return Path(self.storage.data_dir).expanduser().resolve()
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in the audit database (``[node] name``, else host name and data
+        folder): which archive each recorded object is in, who claimed an alert."""
+        if self.node.name:
+            return self.node.name
+        return f"{socket.gethostname()}:{self.data_dir}"[-128:]
 
     @property
     def archive_dir(self) -> Path:

@@ -19,6 +19,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -54,6 +56,10 @@ class Base(DeclarativeBase):
     pass
 
 
+#: the rows of first copies: one per SOP Instance UID (a unique partial index)
+FIRST_COPY = "duplicate_of_id IS NULL AND placement = 'primary' AND sop_instance_uid IS NOT NULL"
+
+
 class ReceivedObject(Base):
     """One object received (or found in the archive at start-up)."""
 
@@ -63,7 +69,17 @@ class ReceivedObject(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     sop_class_uid: Mapped[str | None] = mapped_column(String(64))
     transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
-    archive_path: Mapped[str | None] = mapped_column(String(512), unique=True)
+    #: relative to the archive of the node that received it (unique per node, migration 0005)
+    archive_path: Mapped[str | None] = mapped_column(String(512))
+    #: the node that received it and keeps it in its archive (``[node] name``; '' for objects
+    #: recorded before 0005, when one node used the database)
+    node: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    #: SHA-256 (hex) of the data set as received (the bytes after the File Meta Information):
+    #: a later copy of the UID with other bytes is a conflict
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: a copy of a recorded UID whose data set differs from the first copy's (flagged: it has
+    #: its own ``invalid`` decision, reason code ``duplicate_conflict``)
+    conflict: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     placement: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(Integer)
     calling_ae_title: Mapped[str | None] = mapped_column(String(16), index=True)
@@ -98,7 +114,13 @@ class ReceivedObject(Base):
         uselist=False, viewonly=True,
     )
 
-    __table_args__ = (Index("ix_received_objects_pairing", "patient_id", "study_instance_uid"),)
+    __table_args__ = (
+        Index("ix_received_objects_pairing", "patient_id", "study_instance_uid"),
+        UniqueConstraint("node", "archive_path", name="uq_received_objects_node_archive_path"),
+        # the database decides which copy of a SOP Instance UID is the first (migration 0005)
+        Index("uq_received_objects_first_copy", "sop_instance_uid", unique=True,
+              sqlite_where=text(FIRST_COPY), postgresql_where=text(FIRST_COPY)),
+    )
 
 
 class DecisionRecord(Base):
@@ -190,6 +212,11 @@ class AlertOutbox(Base):
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: the node whose sender claimed it (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL),
+    #: that sender's token, and until when the claim holds (then any sender may take it)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     decision: Mapped[DecisionRecord] = relationship(back_populates="alerts")
 

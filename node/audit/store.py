@@ -8,22 +8,38 @@ same through its URL. Writes of received objects go through the group-commit wri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import functools
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from model.decision import DecodeRecord
+from model.dicom.statuses import status_for
 from node.audit.models import (
+    FIRST_COPY,
     Acknowledgement,
     AlertOutbox,
     CompanionPairing,
@@ -81,13 +97,39 @@ def open_database(url: str, *, migrate_schema: bool = True, sqlite_synchronous: 
     return engine
 
 
+#: the key of the PostgreSQL advisory lock the migrations run under (any fixed 64-bit number)
+MIGRATION_LOCK = 0x5352_4F5F_4D49_4752  # "SRO_MIGR"
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (run at every start-up)."""
+    """Bring the schema to the newest Alembic revision (run at every start-up), under a lock so
+    that nodes starting at the same moment migrate one after the other: PostgreSQL's
+    transaction-level advisory lock (``pg_advisory_xact_lock``, released at commit; the DDL is
+    transactional, so the next node finds the schema at head), a file lock beside a SQLite file.
+    """
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _migration_file_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+@contextlib.contextmanager
+def _migration_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<database>.migrate.lock`` for a SQLite file; nothing else."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,19 +175,21 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
     now = utcnow()
     out: list[Recorded] = []
     paths = [r.archive_path for r in receipts if r.archive_path is not None and not r.duplicate]
-    done: dict[str, Recorded] = {}
+    done: dict[tuple[str, str], Recorded] = {}
     if paths and check_recorded:
         for hit in conn.execute(
-            select(objects.c.id, objects.c.archive_path, objects.c.duplicate_of_id,
-                   objects.c.status, decisions.c.id)
+            select(objects.c.id, objects.c.node, objects.c.archive_path,
+                   objects.c.duplicate_of_id, objects.c.status, decisions.c.id)
             .outerjoin(decisions, (decisions.c.object_id == objects.c.id)
                        & decisions.c.superseded_by_id.is_(None))
-            .where(objects.c.archive_path.in_(set(paths)))
+            .where(objects.c.archive_path.in_(set(paths)),
+                   objects.c.node.in_({r.node for r in receipts}))
         ):
-            done[hit[1]] = Recorded(hit[0], hit[4], hit[2], hit[3], False)
+            done[(hit[1], hit[2])] = Recorded(hit[0], hit[5], hit[3], hit[4], False)
     for r in receipts:
-        if r.archive_path is not None and not r.duplicate and r.archive_path in done:
-            out.append(done[r.archive_path])
+        key = (r.node, r.archive_path or "")
+        if r.archive_path is not None and not r.duplicate and key in done:
+            out.append(done[key])
             continue
         row: dict[str, Any] = {
             "sop_instance_uid": r.sop_instance_uid,
@@ -163,28 +207,34 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
             "received_at": r.received_at,
             "recorded_at": now,
             "duplicate_of_id": None,
+            "node": r.node,
+            "content_sha256": r.content_sha256,
+            "conflict": False,
             **_pairing_columns(r),
         }
         primary = None
         if r.duplicate and r.sop_instance_uid is not None:
-            primary = conn.execute(
-                select(objects.c.id, objects.c.status)
-                .where(objects.c.sop_instance_uid == r.sop_instance_uid,
-                       objects.c.duplicate_of_id.is_(None),
-                       objects.c.placement == Placement.PRIMARY.value)
-                .order_by(objects.c.id)
-                .limit(1)
-            ).first()
+            primary = _first_copy(conn, r.sop_instance_uid)
+        object_id = None
+        if primary is None and r.record is not None and r.sop_instance_uid is not None \
+                and r.placement is Placement.PRIMARY:
+            # the database decides which copy is the first (a unique partial index): a copy
+            # another node (or association) recorded first makes this one a duplicate
+            object_id = conn.execute(_first_copy_insert(conn.dialect.name), row).scalar()
+            if object_id is None:
+                primary = _first_copy(conn, r.sop_instance_uid)
+                if primary is None:  # it went again in between (purged): record it later
+                    raise ValueError(f"first copy of {r.sop_instance_uid} recorded and gone")
+                row.update(_pairing_columns(replace(r, duplicate=True)))
         if primary is not None:
-            row.update(duplicate_of_id=primary[0], status=primary[1])
-            object_id = _insert(conn, objects, row)
-            out.append(Recorded(object_id, None, primary[0], primary[1], False))
+            out.append(_record_copy(conn, r, row, primary, now))
             continue
         if r.record is None:
             raise ValueError(
                 f"receipt of {r.sop_instance_uid} has no decision and no recorded first copy"
             )
-        object_id = _insert(conn, objects, row)
+        if object_id is None:
+            object_id = _insert(conn, objects, row)
         decision_id = _insert(conn, decisions, _decision_row(
             object_id, r.sop_instance_uid, r.record, r.extra, now, r.calling_ae_title))
         queued = _queue_alert(conn, decision_id, r.alert, now)
@@ -195,6 +245,56 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
             done[r.archive_path] = recorded
         out.append(recorded)
     return out
+
+
+def _first_copy(conn: Connection, sop_instance_uid: str) -> Row[Any] | None:
+    """The recorded first copy of a UID: its id, C-STORE status and data-set SHA-256."""
+    objects = ReceivedObject.__table__
+    return conn.execute(
+        select(objects.c.id, objects.c.status, objects.c.content_sha256)
+        .where(objects.c.sop_instance_uid == sop_instance_uid,
+               objects.c.duplicate_of_id.is_(None),
+               objects.c.placement == Placement.PRIMARY.value)
+        .order_by(objects.c.id)
+        .limit(1)
+    ).first()
+
+
+@functools.cache
+def _first_copy_insert(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (sop_instance_uid) WHERE <first copy> DO NOTHING RETURNING id``
+    (SQLite 3.35+, PostgreSQL): the new id, or nothing when a first copy is recorded."""
+    table: Any = ReceivedObject.__table__
+    module: Any = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
+    return (module.insert(table)
+            .on_conflict_do_nothing(index_elements=[table.c.sop_instance_uid],
+                                    index_where=text(FIRST_COPY))
+            .returning(table.c.id))
+
+
+def _record_copy(conn: Connection, r: Receipt, row: dict[str, Any], primary: Row[Any],
+                 now: dt.datetime) -> Recorded:
+    """Record ``r`` as a copy of ``primary``: a duplicate answered as the first was, or, when
+    both data sets' SHA-256 are known and differ, a conflict with its own flagged decision
+    (``r.conflict_record``) and alert."""
+    first_id, first_status, first_sha = primary
+    conflict = (r.conflict_record is not None and r.content_sha256 is not None
+                and first_sha is not None and r.content_sha256 != first_sha)
+    if not conflict or r.conflict_record is None:
+        row.update(duplicate_of_id=first_id, status=first_status)
+        object_id = _insert(conn, ReceivedObject.__table__, row)
+        return Recorded(object_id, None, first_id, first_status, False)
+    record = replace(r.conflict_record, reason=(
+        f"{r.conflict_record.reason} (SHA-256 {r.content_sha256}; the first copy's "
+        f"{first_sha})"))
+    status = int(status_for(record))
+    row.update(duplicate_of_id=first_id, status=status, conflict=True)
+    object_id = _insert(conn, ReceivedObject.__table__, row)
+    decision_id = _insert(conn, DecisionRecord.__table__, _decision_row(
+        object_id, r.sop_instance_uid, record, r.extra, now, r.calling_ae_title))
+    queued = _queue_alert(conn, decision_id, None if r.compose is None else r.compose(record),
+                          now)
+    return Recorded(object_id, decision_id, first_id, status, queued)
 
 
 def _queue_alert(conn: Connection, decision_id: int, alert: AlertMessage | None,
@@ -371,8 +471,12 @@ def pairing_group(target: Session | Connection, patient_id: str,
         for r in rows]
 
 
-def recorded_archive_paths(session: Session) -> set[str]:
-    return {p for p in session.scalars(select(ReceivedObject.archive_path)) if p is not None}
+def recorded_archive_paths(session: Session, node: str = "") -> set[str]:
+    """The archive paths recorded for ``node``'s archive (with those recorded before nodes had
+    names, node '', when one node used the database)."""
+    return {p for p in session.scalars(
+        select(ReceivedObject.archive_path).where(ReceivedObject.node.in_({node, ""})))
+        if p is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,6 +684,7 @@ def kept_instances(session: Session, sop_instance_uids: Sequence[str]
                    ReceivedObject.status)
             .where(ReceivedObject.sop_instance_uid.in_(uids[start:start + 500]),
                    ReceivedObject.placement == Placement.PRIMARY.value,
+                   ReceivedObject.duplicate_of_id.is_(None),
                    ReceivedObject.archive_path.is_not(None), decided.exists()))
         for uid, sop_class, status in rows:
             if uid is not None:

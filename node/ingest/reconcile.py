@@ -4,9 +4,11 @@ An object is archived before it is recorded; if the process is killed in between
 database was unavailable, the file is on disk without a record (and was never acknowledged with
 success). At start-up each such file is read back, decoded with the profile of the sender named
 in its File Meta Information (Sending Application Entity Title, PS3.10 section 7.1) and recorded,
-with its alert when flagged. Objects that pair with a companion (docs/contract.md section 1) are
-recorded last, one transaction each, through the same pairing as received objects
-(:mod:`node.ingest.pairing`). Temporary files of interrupted writes are removed.
+with its alert when flagged. Only this node's archive is reconciled (``[node] name``: several
+nodes may share one database, each with its own archive). Objects that pair with a companion
+(docs/contract.md section 1) are recorded last, one transaction each, through the same pairing
+as received objects (:mod:`node.ingest.pairing`). Temporary files of interrupted writes are
+removed.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _reconcile(engine: Engine, builder: ReceiptBuilder, batch: int,
     if removed:
         log.info("removed interrupted writes", extra={"fields": {"files": removed}})
     with Session(engine) as session:
-        known = recorded_archive_paths(session)
+        known = recorded_archive_paths(session, builder.settings.node_name)  # its own only
     missing = [p for p in builder.archive.files() if builder.archive.relative(p) not in known]
     done = 0
     pairing: list[Path] = []  # objects that pair: recorded one at a time, after the others

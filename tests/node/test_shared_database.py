@@ -217,7 +217,8 @@ def test_simultaneous_start_ups_migrate_once(pg: Cluster) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "start-ups still waiting on each other"
     assert errors == []
     engine = create_engine(url)
     with engine.connect() as conn:
