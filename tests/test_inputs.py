@@ -7,7 +7,6 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, RawDataStorage
@@ -28,7 +27,7 @@ from model.inputs import (
 from model.inputs.profiles import DEFAULT_PROFILE, OffsetProfile
 from model.offset import CouchOffset
 from model.pipeline import DecodeOptions, decode_dataset
-from tests.test_sro import INVALID_CASES
+from tests.test_sro import corrupted_through_a_file, each_invalid_case
 
 SRO_CLASS = sro.SPATIAL_REGISTRATION_STORAGE
 
@@ -111,17 +110,12 @@ def test_the_profile_says_where_the_offset_is(valid_sro: Dataset) -> None:
     assert isinstance(result, RegistrationInput) and result.offset is None
 
 
-@pytest.mark.parametrize(
-    ("corrupt", "code"), INVALID_CASES, ids=[f.__name__.strip("_") for f, _ in INVALID_CASES]
-)
+@each_invalid_case
 def test_each_failed_check_is_an_invalid_input_with_its_code(
     valid_sro: Dataset, tmp_path: Path, corrupt: Callable[[Dataset], None], code: InvalidReason
 ) -> None:
-    ds = copy.deepcopy(valid_sro)
-    corrupt(ds)
-    path = tmp_path / "bad.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    result = DEFAULT_REGISTRY.read(pydicom.dcmread(path), DEFAULT_PROFILE)
+    ds = corrupted_through_a_file(valid_sro, tmp_path, corrupt)
+    result = DEFAULT_REGISTRY.read(ds, DEFAULT_PROFILE)
     assert isinstance(result, InvalidInput)
     assert result.reason is code
     assert result.message

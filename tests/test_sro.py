@@ -186,19 +186,29 @@ INVALID_CASES: list[tuple[Callable[[Dataset], None], InvalidReason]] = [
 ]
 
 
-@pytest.mark.parametrize(
+#: pytest parameters of every invalid case (``corrupt``, ``code``)
+each_invalid_case = pytest.mark.parametrize(
     ("corrupt", "code"), INVALID_CASES, ids=[f.__name__.strip("_") for f, _ in INVALID_CASES]
 )
+
+
+def corrupted_through_a_file(valid_sro: Dataset, tmp_path: Path,
+                             corrupt: Callable[[Dataset], None]) -> Dataset:
+    """A corrupted copy of ``valid_sro``, written and read back as the decoder sees it."""
+    ds = copy.deepcopy(valid_sro)
+    corrupt(ds)
+    path = tmp_path / "bad.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return pydicom.dcmread(path)
+
+
+@each_invalid_case
 def test_each_invalid_check_has_its_code(
     valid_sro: Dataset, tmp_path: Path, corrupt: Callable[[Dataset], None], code: InvalidReason
 ) -> None:
-    ds = copy.deepcopy(valid_sro)
-    corrupt(ds)
-    # through a file, as the decoder sees it
-    path = tmp_path / "bad.dcm"
-    ds.save_as(path, enforce_file_format=True)
+    ds = corrupted_through_a_file(valid_sro, tmp_path, corrupt)
     with pytest.raises(SROError) as info:  # the registration's checks, then the offset block's
-        PRIVATE_BLOCK.read(pydicom.dcmread(path), DEFAULT_PROFILE)
+        PRIVATE_BLOCK.read(ds, DEFAULT_PROFILE)
     assert info.value.code is code
     assert info.value.message  # a sentence for people
     assert code.value in str(info.value)

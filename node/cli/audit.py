@@ -17,10 +17,13 @@ import datetime as dt
 import json
 import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
-from node.cli.common import UsageError, add_settings_arguments, settings_from_args
+from node.cli.common import (
+    UsageError,
+    add_settings_arguments,
+    existing_database,
+)
 from node.text import NOTE_MAX, OPERATOR_NAME_MAX, csv_safe, is_utf8, operator_text, table_safe
 
 DECISIONS = ("confident", "ambiguous", "out_of_distribution", "invalid", "no_offset",
@@ -85,20 +88,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
 
-def _engine(args: argparse.Namespace) -> Any:
-    from sqlalchemy.engine import make_url
-
-    from node.audit.store import open_database
-
-    settings = settings_from_args(args)
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
-        print(f"sro-decoder: no audit database at {url.database} (check --data-dir/--config)",
-              file=sys.stderr)
-        raise SystemExit(1)
-    return open_database(settings.database_url)
-
-
 def run_list(args: argparse.Namespace) -> int:
     from rich import box
     from rich.console import Console
@@ -107,7 +96,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     from node.audit.store import alert_state, duplicate_counts, query_decisions
 
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session:
         rows = query_decisions(session, flagged=True if args.flagged else None,
                                decision=args.decision, since=args.since,
@@ -163,7 +152,7 @@ def run_show(args: argparse.Namespace) -> int:
     from node.audit.store import duplicates_of, export_record
 
     uid = _uid(args.uid)
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session:
         d = _find(session, uid)
         if d is None:
@@ -198,7 +187,7 @@ def run_ack(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not by:
         raise UsageError("--by must name who acknowledges")
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session, session.begin():
         d = _find(session, uid)
         if d is None:
@@ -249,7 +238,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from node.audit.store import duplicate_counts, export_record, query_decisions
 
-    engine = _engine(args)
+    engine = existing_database(args)
     out = sys.stdout
     with Session(engine) as session:
         dups = duplicate_counts(session)

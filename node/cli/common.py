@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -124,3 +125,19 @@ def settings_from_args(args: argparse.Namespace, **flags: dict[str, Any]) -> Set
     except SettingsError as exc:
         print(f"sro-decoder: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+
+
+def existing_database(args: argparse.Namespace) -> Any:
+    """The audit database of the settings ``args`` name, for review commands: an SQLite file
+    that does not exist is an error (exit 1) rather than a new, empty database."""
+    from sqlalchemy.engine import make_url
+
+    from node.audit.store import open_database
+
+    settings = settings_from_args(args)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+        print(f"sro-decoder: no audit database at {url.database} (check --data-dir/--config)",
+              file=sys.stderr)
+        raise SystemExit(1)
+    return open_database(settings.database_url)

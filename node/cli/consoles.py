@@ -13,10 +13,13 @@ import argparse
 import json
 import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
-from node.cli.common import UsageError, add_settings_arguments, settings_from_args
+from node.cli.common import (
+    UsageError,
+    add_settings_arguments,
+    existing_database,
+)
 from node.text import NOTE_MAX, OPERATOR_NAME_MAX, operator_text, table_safe
 
 
@@ -50,20 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     dec.add_argument("--by", required=True, help="who decommissions")
     dec.add_argument("--note", default=None)
     dec.set_defaults(func=run_decommission)
-
-
-def _engine(args: argparse.Namespace) -> Any:
-    from sqlalchemy.engine import make_url
-
-    from node.audit.store import open_database
-
-    settings = settings_from_args(args)
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
-        print(f"sro-decoder: no audit database at {url.database} (check --data-dir/--config)",
-              file=sys.stderr)
-        raise SystemExit(1)
-    return open_database(settings.database_url)
 
 
 def _operator(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -110,7 +99,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     from node.consoles.store import list_consoles
 
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session:
         rows = list_consoles(session)
     engine.dispose()
@@ -147,7 +136,7 @@ def run_show(args: argparse.Namespace) -> int:
     from model.consoles import ConsoleState, pairs_text
     from node.consoles.store import console_history, recent_checks
 
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session:
         c = _one(session, args.console)
         state = ConsoleState.from_dict(json.loads(c.state_json))
@@ -192,7 +181,7 @@ def run_commission(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--convention {exc}") from None
     by, note = _operator(args)
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session, session.begin():
         c = _one(session, args.console)
         commission(session, c, pairs, by, note)
@@ -208,7 +197,7 @@ def run_decommission(args: argparse.Namespace) -> int:
     from node.consoles.store import decommission
 
     by, note = _operator(args)
-    engine = _engine(args)
+    engine = existing_database(args)
     with Session(engine) as session, session.begin():
         c = _one(session, args.console)
         decommission(session, c, by, note)
