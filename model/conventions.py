@@ -1,4 +1,4 @@
-"""The 96 hypotheses of SPEC section 2: rotation order, direction and patient position.
+"""The 96 hypotheses of docs/contract.md section 2: rotation order, direction and patient position.
 
 A convention is ``(order, inverse, patient_position)``. Orders are extrinsic (fixed-axis)
 sequences; the intrinsic alias of an order is the same matrix sequence reversed and is
@@ -18,7 +18,7 @@ FloatArray = npt.NDArray[np.float64]
 
 
 class RotationOrder(str, Enum):
-    """Extrinsic rotation order about the IEC 61217 table-top axes (SPEC section 2)."""
+    """Extrinsic rotation order about the IEC 61217 table-top axes (docs/contract.md section 2)."""
 
     XYZ = "xyz"
     XZY = "xzy"
@@ -45,7 +45,8 @@ _AXIS_INDICES: dict[str, tuple[int, int, int]] = {
 
 
 class PatientPosition(str, Enum):
-    """DICOM Patient Position (0018,5100) values covered by SPEC section 2 (PS3.3 C.7.3.1.1.2).
+    """DICOM Patient Position (0018,5100) values covered by docs/contract.md section 2 (PS3.3
+    C.7.3.1.1.2).
 
     Decubitus right (``HFDR``, ``FFDR``) means lying on the right side.
     """
@@ -61,11 +62,11 @@ class PatientPosition(str, Enum):
 
     @property
     def decubitus(self) -> bool:
-        """Whether the patient lies on a side (SPEC section 2)."""
+        """Whether the patient lies on a side (docs/contract.md section 2)."""
         return self.value[2] == "D"
 
 
-#: Signed permutations ``P`` with ``v_iec = P · v_patient`` (SPEC section 2 table).
+#: Signed permutations ``P`` with ``v_iec = P · v_patient`` (docs/contract.md section 2 table).
 PATIENT_TO_IEC: dict[PatientPosition, FloatArray] = {
     PatientPosition.HFS: np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64),
     PatientPosition.HFP: np.array([[-1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=np.float64),
@@ -80,7 +81,7 @@ PATIENT_TO_IEC: dict[PatientPosition, FloatArray] = {
 
 @dataclass(frozen=True, slots=True)
 class Convention:
-    """One hypothesis ``h = (order, inverse, patient_position)`` of SPEC section 2."""
+    """One hypothesis ``h = (order, inverse, patient_position)`` of docs/contract.md section 2."""
 
     order: RotationOrder
     inverse: bool
@@ -97,7 +98,7 @@ class Convention:
         return PATIENT_TO_IEC[self.patient_position]
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form of SPEC section 5, with the intrinsic alias named too."""
+        """The JSON form of docs/contract.md section 5, with the intrinsic alias named too."""
         return {
             "order": self.order.value,
             "inverse": self.inverse,

@@ -14,7 +14,8 @@ from model.conventions import FloatArray
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """The model named in every record (SPEC section 4): name, version, weights' SHA-256."""
+    """The model named in every record (docs/contract.md section 4): name, version, weights'
+    SHA-256."""
 
     name: str
     version: str

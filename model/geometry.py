@@ -1,4 +1,5 @@
-"""The forward model of SPEC section 3 and its inverse, vectorised over hypotheses and inputs.
+"""The forward model of docs/contract.md section 3 and its inverse, vectorised over hypotheses and
+inputs.
 
 Shapes: ``N`` inputs, ``H = 96`` hypotheses (:data:`model.conventions.N_HYPOTHESES`). Angles are
 degrees, lengths millimetres.
@@ -22,12 +23,13 @@ from model.conventions import (
 
 ORDERS: tuple[RotationOrder, ...] = tuple(RotationOrder)
 H = N_HYPOTHESES
-#: ``isocenter_bound_mm`` of SPEC section 3: an unknown isocenter lies this close to the origin.
+#: ``isocenter_bound_mm`` of docs/contract.md section 3: an unknown isocenter lies this close to
+#: the origin.
 DEFAULT_ISOCENTER_BOUND_MM = 2000.0
 
 
 def wrap_degrees(angles: FloatArray | float) -> FloatArray:
-    """Wrap angles to (−180, 180] (SPEC section 5: 359.8 means −0.2)."""
+    """Wrap angles to (−180, 180] (docs/contract.md section 5: 359.8 means −0.2)."""
     a = np.asarray(angles, dtype=np.float64)
     wrapped = np.mod(a + 180.0, 360.0) - 180.0
     return np.where(wrapped == -180.0, 180.0, wrapped)
@@ -78,7 +80,7 @@ def forward(
     rotation_deg: ArrayLike,
     isocenter_mm: ArrayLike | None = None,
 ) -> FloatArray:
-    """The matrix ``M`` each hypothesis predicts from an offset (SPEC section 3).
+    """The matrix ``M`` each hypothesis predicts from an offset (docs/contract.md section 3).
 
     ``translation_mm`` and ``rotation_deg`` are (N, 3); ``isocenter_mm`` is (N, 3) or ``None``
     (rotation about the origin). Returns (N, H, 4, 4).
@@ -249,7 +251,7 @@ def no_isocenter_excess(
 ) -> FloatArray:
     """How far the reported translation lies outside what an unknown isocenter allows, (N, H, 3).
 
-    SPEC section 3 (docs/contract.md section 3): without ``c`` the correction's translation is
+    docs/contract.md section 3: without ``c`` the correction's translation is
     ``d_T = (I − R_T)·c + u``. In IEC coordinates ``W = P·(d_T − u)`` is the translation each
     hypothesis reads about the origin (``t_about_origin``, :func:`implied_offsets` without an
     isocenter) minus the reported ``t``. The three checks, each ``≤ 0`` when the hypothesis
@@ -303,7 +305,8 @@ def matrix_to_euler(order: RotationOrder, rotation: FloatArray) -> FloatArray:
 
 
 def rotation_block_error(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """``max |RᵀR − I|`` and ``det R`` for (..., 4, 4) matrices (SPEC section 1 checks)."""
+    """``max |RᵀR − I|`` and ``det R`` for (..., 4, 4) matrices (docs/contract.md section 1
+    checks)."""
     rot = np.asarray(matrix)[..., :3, :3]
     gram = np.swapaxes(rot, -1, -2) @ rot
     err = np.abs(gram - np.eye(3)).max(axis=(-2, -1))
@@ -313,7 +316,7 @@ def rotation_block_error(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
 def displacement_bound_mm(
     a: FloatArray, b: FloatArray, centre_mm: FloatArray, radius_mm: float
 ) -> FloatArray:
-    """``|Δu| + radius · ‖R₁ − R₂‖₂`` for two stacks of rigid maps (SPEC section 4).
+    """``|Δu| + radius · ‖R₁ − R₂‖₂`` for two stacks of rigid maps (docs/contract.md section 4).
 
     ``Δu`` is the difference of the two maps at ``centre_mm`` (the isocenter, or the origin of
     the rotation when there is none), so the bound holds for every point within ``radius_mm``.

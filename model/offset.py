@@ -44,7 +44,8 @@ class Precision:
 
 @dataclass(frozen=True, slots=True)
 class CouchOffset:
-    """The 6-DOF couch correction of SPEC section 1, in mm and degrees in (−180, 180]."""
+    """The 6-DOF couch correction of docs/contract.md section 1, in mm and degrees in (−180,
+    180]."""
 
     translation_mm: Vector3
     rotation_deg: Vector3

@@ -52,6 +52,9 @@ class Metrics:
              "calling AE title", ("decision", "calling_ae_title")),
             ("duplicates_received_total", "Second copies of a SOP Instance UID, by calling AE "
              "title", ("calling_ae_title",)),
+            ("duplicate_conflicts_total", "Copies of a recorded SOP Instance UID whose data set "
+             "differs from the first copy's (flagged), by calling AE title",
+             ("calling_ae_title",)),
             ("database_errors_total", "Audit database writes or lookups that failed", ()),
             ("archive_errors_total", "Archive writes that failed", ()),
         ):

@@ -5,7 +5,7 @@ environment variables ``SRO_DECODER_<SECTION>__<KEY>`` (lists comma-separated) -
 flags. Each section is a frozen pydantic model and holds the only copy of its defaults (the
 shipped file documents them; a test keeps the two equal). A wrong value or name raises
 :class:`SettingsError` naming the setting (``[section] key``), so start-up stops with a message
-instead of failing later. Offset profiles (SPEC section 5) map calling AE titles to
+instead of failing later. Offset profiles (docs/contract.md section 5) map calling AE titles to
 :class:`model.inputs.profiles.OffsetProfile`; the decision section gives
 :class:`model.decision.DecisionPolicy`.
 """
@@ -371,7 +371,8 @@ Element = Annotated[Int, Field(ge=0, le=255)]
 
 
 class ProfileSettings(Section):
-    """One offset profile of SPEC section 5 and the calling AE titles it applies to; 0 (or an
+    """One offset profile of docs/contract.md section 5 and the calling AE titles it applies to; 0
+    (or an
     empty text) stands for the :class:`OffsetProfile`'s ``None`` (``_ZERO_IS_NONE``). The
     shipped profiles (``model.inputs.profiles.SHIPPED_PROFILES``) are the defaults of the
     ``profiles`` table, so a site file's ``[profiles.elekta_xvi]`` only adds to them."""

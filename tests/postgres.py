@@ -27,9 +27,12 @@ def _bin_dir() -> Path | None:
 
 
 BIN = _bin_dir()
+#: scripts/test.sh installs the binaries and sets this: there, absent binaries fail, never skip
+REQUIRED = os.environ.get("SRO_REQUIRE_POSTGRES") == "1"
 needs_postgres = pytest.mark.skipif(
-    BIN is None, reason="PostgreSQL server binaries absent (Debian package postgresql; "
-                        "scripts/test.sh installs it)")
+    BIN is None and not REQUIRED,
+    reason="PostgreSQL server binaries absent (Debian package postgresql; scripts/test.sh "
+           "installs it)")
 
 
 class Cluster:
@@ -81,6 +84,8 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     """Start a cluster in a temporary folder; stop and remove it at the end."""
     if BIN is None:
+        if REQUIRED:
+            pytest.fail("SRO_REQUIRE_POSTGRES=1 and no PostgreSQL server binaries")
         pytest.skip("PostgreSQL server binaries absent")
     user = "postgres" if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="sro-pg-"))

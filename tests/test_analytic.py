@@ -1,4 +1,5 @@
-"""The exact analytic decoder against SPEC sections 3-4, on synthetic data with known truth.
+"""The exact analytic decoder against docs/contract.md sections 3-4, on synthetic data with known
+truth.
 
 "Explains" is re-derived here independently of the decoder: a hypothesis explains a case when
 every component of the offset it implies lies within half a display step of the reported one;
@@ -66,7 +67,7 @@ def _explains(batch: InputBatch, slack: float = 1e-6) -> npt.NDArray[np.bool_]:
 
 
 def _confident_wrong(data: SynthSet, records: list[DecodeRecord], tolerance: float = 1.0) -> int:
-    """Confident decisions not clinically equivalent to the truth (SPEC section 4)."""
+    """Confident decisions not clinically equivalent to the truth (docs/contract.md section 4)."""
     b = data.batch
     predicted = forward(b.translation_mm, b.rotation_deg, b.isocenter_mm)
     wrong = 0
@@ -200,7 +201,8 @@ def test_rounding_cell_likelihood() -> None:
 
 
 def test_synth_draws_all_eight_positions_and_out_of_space_orientations() -> None:
-    """Synthetic patients lie in any of the eight positions (decubitus included, SPEC section
+    """Synthetic patients lie in any of the eight positions (decubitus included, docs/contract.md
+    section
     2); ``other_orientation`` puts the axes in none of them, so its truth is outside."""
     from model.conventions import PATIENT_TO_IEC, PatientPosition
     from model.training.synth import OTHER_ORIENTATIONS, position_weights

@@ -1,4 +1,4 @@
-"""``sro-decoder decode`` as SPEC section 5 describes it, run as a real subprocess."""
+"""``sro-decoder decode`` as docs/contract.md section 5 describes it, run as a real subprocess."""
 
 from __future__ import annotations
 
@@ -282,3 +282,19 @@ def test_a_folder_of_damaged_files_gives_a_record_for_each(tmp_path: Path,
         assert rec["reason"]
     assert good["decision"] == "confident"
     assert proc.returncode == 1  # some files could not be read at all
+
+
+def test_text_summary_says_what_confident_rests_on(synth_dir: Path) -> None:
+    """docs/contract.md section 4: never "confident, p = 0.33" alone; sections 7: the causes."""
+    records = _lines(_run("decode", "--json", "--model", "analytic", str(synth_dir)).stdout)
+    proc = _run("decode", "--model", "analytic", str(synth_dir))
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split(str(synth_dir))[1:]
+    assert len(blocks) == len(records)
+    for rec, text in zip(records, blocks, strict=True):
+        if rec["decision"] == "confident" and rec["open"]:
+            assert f"p={rec['equivalent_probability']:.3f} with the equivalent ones" in text
+            assert "open: " + ", ".join(rec["open"]) in text
+        for cause in rec["likely_causes"]:
+            assert cause["sentence"] in text
+    assert any(r["decision"] == "confident" and r["open"] for r in records)

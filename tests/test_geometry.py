@@ -1,4 +1,5 @@
-"""SPEC sections 2-3: the 96 hypotheses, the forward model, its inverse, the no-isocenter checks."""
+"""docs/contract.md sections 2-3: the 96 hypotheses, the forward model, its inverse, the
+no-isocenter checks."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def test_permutations_are_proper_rotations(position: PatientPosition) -> None:
     assert set(np.abs(p).sum(axis=0)) == {1.0}  # a signed permutation
 
 
-#: SPEC section 2's table: the patient axis (x left, y posterior, z superior) each IEC axis is.
+#: docs/contract.md section 2's table: the patient axis (x left, y posterior, z superior) each IEC
+#: axis is.
 SPEC_TABLE = {
     "HFS": ("+x", "+z", "-y"), "HFP": ("-x", "+z", "+y"),
     "FFS": ("-x", "-z", "-y"), "FFP": ("+x", "-z", "+y"),
@@ -98,7 +100,7 @@ def test_intrinsic_alias_is_the_same_matrix() -> None:
 
 
 def test_forward_matches_spec_formula_directly() -> None:
-    """One case worked by hand from SPEC section 3's formulas."""
+    """One case worked by hand from docs/contract.md section 3's formulas."""
     t, r, c = np.array([1.0, 2.0, 3.0]), np.array([1.0, -2.0, 0.5]), np.array([10.0, 20.0, -30.0])
     h = Convention(RotationOrder.ZXY, True, PatientPosition.FFP)
     p = PATIENT_TO_IEC[h.patient_position]

@@ -1,4 +1,5 @@
-"""SPEC section 1: reading SROs, each invalid check with its code, and writing valid ones."""
+"""docs/contract.md section 1: reading SROs, each invalid check with its code, and writing valid
+ones."""
 
 from __future__ import annotations
 

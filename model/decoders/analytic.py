@@ -53,7 +53,8 @@ def log_rounding_cell(delta: FloatArray, step: FloatArray, sigma: FloatArray) ->
 
 
 class AnalyticDecoder:
-    """Exact posterior over the 96 conventions under display rounding (SPEC sections 3-4).
+    """Exact posterior over the 96 conventions under display rounding (docs/contract.md sections
+    3-4).
 
     ``no_isocenter_translation=False`` ignores the translation of inputs without an isocenter
     (contract version 1), for comparisons only.

@@ -127,7 +127,8 @@ def mixture(
 def load_set_folder(folder: Path) -> LabelledSet:
     """A folder written by ``sro-decoder synth`` (SRO files and ``truth.jsonl``) as a set.
 
-    Matrices and offsets are read back from the files (SPEC section 1, default profile); the
+    Matrices and offsets are read back from the files (docs/contract.md section 1, default
+    profile); the
     precision, true convention and corruption come from ``truth.jsonl``.
     """
     import json

@@ -2,7 +2,8 @@
 
 Wrong means not clinically equivalent to the truth: the transforms the top and the true
 convention imply from the reported offset differ by more than ``tolerance_mm`` within
-``radius_mm`` of the isocenter (:func:`model.geometry.displacement_bound_mm`, SPEC section 4).
+``radius_mm`` of the isocenter (:func:`model.geometry.displacement_bound_mm`, docs/contract.md
+section 4).
 Decisions come from :func:`model.decision.decide`, as in every record.
 """
 

@@ -1,4 +1,4 @@
-"""Synthetic IGRT data drawn from the forward model of SPEC section 3.
+"""Synthetic IGRT data drawn from the forward model of docs/contract.md section 3.
 
 Realistic by default: patients treated in several sessions on one console each, each console
 with a fixed rotation order and direction, patients in one of the eight positions (mostly
@@ -57,7 +57,8 @@ def _orientation_name(p: FloatArray) -> str:
 
 
 def _other_orientations() -> dict[str, FloatArray]:
-    """The 16 proper signed permutations that are none of SPEC section 2's eight ``P``."""
+    """The 16 proper signed permutations that are none of docs/contract.md section 2's eight
+    ``P``."""
     known = [p for p in PATIENT_TO_IEC.values()]
     out: dict[str, FloatArray] = {}
     for perm in itertools.permutations(range(3)):
@@ -161,7 +162,7 @@ def round_to_step(values: FloatArray, step: float | FloatArray) -> FloatArray:
 def _correction(
     t: FloatArray, r: FloatArray, c: FloatArray, order: RotationOrder, inverse: bool, p: FloatArray
 ) -> FloatArray:
-    """SPEC section 3 for one case with an arbitrary signed permutation ``p``."""
+    """docs/contract.md section 3 for one case with an arbitrary signed permutation ``p``."""
     rot = p.T @ euler_to_matrix(order, r) @ p
     m = np.eye(4)
     m[:3, :3] = rot

@@ -1,4 +1,5 @@
-"""The alert e-mail for a flagged decision (SPEC section 4): what, from whom, why, what to check.
+"""The alert e-mail for a flagged decision (docs/contract.md section 4): what, from whom, why, what
+to check.
 
 Patient name and ID appear only when ``[alerts] include_patient_identity`` is true; otherwise
 the object is identified by its SOP Instance UID, sender and archive path alone.

@@ -9,6 +9,15 @@ One message that cannot be built or sent at all (anything but a network or SMTP 
 pass go on (issue 9). A pass that fails as a whole backs off the same way a delivery does. With
 no recipients configured, alerts queued without any wait in the outbox untouched (no attempt
 counted) and the sender says so once, not once per alert per pass.
+
+Several nodes may share the outbox: each pass claims its alerts first
+(:func:`node.audit.store.claim_alerts`, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so one alert
+is sent by one sender; only a sender killed between handing an e-mail to the server and marking
+it sent leaves it to be sent again, once its claim expires or its node starts again.
+
+At most one e-mail per console per ``[alerts] digest_window_s``: a flooding console's further
+alerts wait and go out as one digest listing every object (:mod:`node.alerts.digest`); a
+decision acknowledged before its e-mail is sent is left out (``not_sent``, and why).
 """
 
 from __future__ import annotations
@@ -20,15 +29,23 @@ import re
 import smtplib
 import ssl
 import threading
+import uuid
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from node.alerts.digest import DigestMessage, compose_digest, plan
 from node.audit.models import AlertOutbox, utcnow
-from node.audit.store import due_alerts, next_alert_time, unaddressed_alerts
+from node.audit.store import (
+    claim_alerts,
+    claim_rows,
+    next_alert_time,
+    release_claims,
+    unaddressed_alerts,
+)
 from node.records import AlertState
 from node.settings import AlertSettings, SmtpSettings
 from node.text import bounded, header_safe, visible
@@ -42,8 +59,9 @@ _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
 _ERROR_MAX = 1000
 
 
-def build_email(row: AlertOutbox, sender: str, recipients: Sequence[str]) -> EmailMessage:
-    """The RFC 5322 message of one outbox row.
+def build_email(row: AlertOutbox | DigestMessage, sender: str, recipients: Sequence[str]
+                ) -> EmailMessage:
+    """The RFC 5322 message of one outbox row (or of a console's digest of several).
 
     The subject is made one header-safe line here as well as by the composer (a row may have
     been queued by an older version); an address cannot be made safe, only refused: a recipient
@@ -64,13 +82,28 @@ def build_email(row: AlertOutbox, sender: str, recipients: Sequence[str]) -> Ema
     return msg
 
 
+#: how many alerts one pass claims at a time
+CLAIM_BATCH = 10
+
+
+def _unclaim(row: AlertOutbox) -> None:
+    row.claimed_by = row.claim_token = None
+    row.claimed_until = None
+
+
 class OutboxSender:
     """A thread that sends due alerts; :meth:`wake` after queueing new ones."""
 
-    def __init__(self, engine: Engine, smtp: SmtpSettings, alerts: AlertSettings) -> None:
+    def __init__(self, engine: Engine, smtp: SmtpSettings, alerts: AlertSettings,
+                 node: str = "") -> None:
         self._engine = engine
         self._smtp = smtp
         self._alerts = alerts
+        #: who claims alerts (several nodes may share the outbox): the node, this sender
+        self._node = node
+        self._token = uuid.uuid4().hex
+        #: how long a claim holds: a whole claimed batch can be sent within it
+        self._lease = dt.timedelta(seconds=60 + CLAIM_BATCH * smtp.timeout_s)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,6 +111,12 @@ class OutboxSender:
         self.sent = 0
 
     def start(self) -> None:
+        """Release what this node's previous process had claimed, then send in a thread."""
+        with Session(self._engine) as session:
+            released = release_claims(session, self._node)
+        if released:
+            log.info("released alert claims of this node's previous process",
+                     extra={"fields": {"alerts": released, "node": self._node}})
         self._thread = threading.Thread(target=self._run, name="alert-outbox", daemon=True)
         self._thread.start()
 
@@ -144,63 +183,88 @@ class OutboxSender:
         with Session(self._engine) as session:
             if addressed_only:
                 self._note_unaddressed(unaddressed_alerts(session))
-            rows = due_alerts(session, now, addressed_only=addressed_only)
-            if not rows:
+            ids = claim_alerts(session, self._node, self._token, now, self._lease, CLAIM_BATCH,
+                               addressed_only=addressed_only)
+            if not ids:
                 return 0
+            rows = list(session.scalars(
+                select(AlertOutbox).where(AlertOutbox.id.in_(ids),
+                                          AlertOutbox.claim_token == self._token)
+                .order_by(AlertOutbox.id)))
+            # one e-mail per console per window: a group of rows is one digest (module doc)
+            window_s = self._alerts.digest_window_s
+            groups = plan(session, rows, now, window_s)
+            # a digest takes only rows this sender holds (claimed now, or not held by another)
+            groups = [(key, held) for key, group in groups
+                      if (held := claim_rows(session, group, self._node, self._token, now,
+                                             self._lease))]
+            grouped = {m.id for _, group in groups for m in group}
+            for row in rows:  # deferred to their console's window: free for any sender
+                if row.id not in grouped:
+                    _unclaim(row)
+            session.commit()
             sent = 0
             client: smtplib.SMTP | None = None
             try:
-                for index, row in enumerate(rows):
+                for index, (key, group) in enumerate(groups):
+                    row = group[0]
                     recipients = [r for r in row.recipients.split(",") if r] or list(
                         self._alerts.recipients
                     )
                     if not recipients:  # a malformed list such as ",": retried with backoff
-                        self._failed(session, row, "no alert recipients configured "
-                                     "([alerts] recipients)")
+                        for member in group:
+                            self._failed(session, member, "no alert recipients configured "
+                                         "([alerts] recipients)")
                         continue
-                    ack = row.decision.acknowledgements[0] if row.decision.acknowledgements \
-                        else None
-                    if ack is not None:  # acknowledged before it was sent: not sent, and why
-                        row.state = AlertState.NOT_SENT.value
-                        row.last_error = bounded(
-                            f"not sent: the decision was acknowledged by {ack.acknowledged_by} "
-                            f"at {ack.acknowledged_at.isoformat()} before it was sent",
-                            _ERROR_MAX)
-                        session.commit()
+                    group = [m for m in group if not self._acknowledged(session, m)]
+                    if not group:
                         continue
                     try:
-                        message = build_email(row, self._smtp.sender, recipients)
+                        message = build_email(
+                            group[0] if key is None or len(group) == 1
+                            else compose_digest(key, group, window_s),
+                            self._smtp.sender, recipients)
                     except Exception as exc:  # this message can never be built: the next one
-                        self._give_up(session, row, exc)
+                        for member in group:
+                            self._give_up(session, member, exc)
                         continue
                     if client is None:
                         try:
                             client = self._connect()
                         except (OSError, smtplib.SMTPException) as exc:
                             # the server is down or refuses us: one try per pass, not per e-mail
-                            for waiting in rows[index:]:
-                                self._failed(session, waiting, f"{type(exc).__name__}: {exc}")
+                            for _, waiting_group in groups[index:]:
+                                for waiting in waiting_group:
+                                    if waiting.state == AlertState.PENDING.value:
+                                        self._failed(session, waiting,
+                                                     f"{type(exc).__name__}: {exc}")
                             break
                     try:
                         # as_bytes: no ">From" escaping of body lines (mangle_from_ false)
                         client.sendmail(self._smtp.sender, recipients, message.as_bytes(
                             policy=message.policy.clone(linesep="\r\n")))
                     except (OSError, smtplib.SMTPException) as exc:
-                        self._failed(session, row, f"{type(exc).__name__}: {exc}")
+                        for member in group:
+                            self._failed(session, member, f"{type(exc).__name__}: {exc}")
                         client = self._drop(client)
                         continue
                     except Exception as exc:  # not a network or SMTP error: this message
                         client = self._drop(client)  # the connection's state is unknown
-                        self._give_up(session, row, exc)
+                        for member in group:
+                            self._give_up(session, member, exc)
                         continue
-                    row.state = AlertState.SENT.value
-                    row.attempts += 1
-                    row.sent_at = utcnow()
-                    row.last_error = None
+                    at = utcnow()
+                    for member in group:  # a digest's rows together, in one commit
+                        member.state = AlertState.SENT.value
+                        _unclaim(member)
+                        member.attempts += 1
+                        member.sent_at = at
+                        member.last_error = None
                     session.commit()
-                    sent += 1
+                    sent += len(group)
                     log.info("alert sent", extra={"fields": {
-                        "alert_id": row.id, "recipients": recipients, "subject": row.subject}})
+                        "alert_ids": [m.id for m in group], "recipients": recipients,
+                        "subject": message["Subject"]}})
             finally:
                 if client is not None:
                     try:
@@ -209,6 +273,22 @@ class OutboxSender:
                         client.close()
             self.sent += sent
             return sent
+
+    @staticmethod
+    def _acknowledged(session: Session, row: AlertOutbox) -> bool:
+        """Whether ``row``'s decision was acknowledged before it was sent: then it is marked
+        ``not_sent``, and why, and left out."""
+        acks = row.decision.acknowledgements
+        if not acks:
+            return False
+        ack = acks[0]
+        row.state = AlertState.NOT_SENT.value
+        _unclaim(row)
+        row.last_error = bounded(
+            f"not sent: the decision was acknowledged by {ack.acknowledged_by} "
+            f"at {ack.acknowledged_at.isoformat()} before it was sent", _ERROR_MAX)
+        session.commit()
+        return True
 
     @staticmethod
     def _drop(client: smtplib.SMTP) -> None:
@@ -229,6 +309,7 @@ class OutboxSender:
         """Mark ``row`` failed for good (it is never picked up again) and say so once."""
         error = bounded(f"{type(exc).__name__}: {exc}", _ERROR_MAX)
         row.state = AlertState.FAILED.value
+        _unclaim(row)
         row.attempts += 1
         row.last_error = error
         session.commit()
@@ -239,6 +320,7 @@ class OutboxSender:
         row.attempts += 1
         row.last_error = error
         row.next_attempt_at = utcnow() + self._backoff(row.attempts)
+        _unclaim(row)
         session.commit()
         log.warning("alert not sent; will retry", extra={"fields": {
             "alert_id": row.id, "attempts": row.attempts, "error": error,

@@ -1,7 +1,8 @@
 """The audit schema (SQLAlchemy 2.0 declarative; Alembic migrations in ``node/audit/migrations``).
 
 One row per received object; one decision record per first receipt of a SOP Instance UID (the
-SPEC section 5 record as JSON plus columns to query by); acknowledgements are rows added, never
+docs/contract.md section 5 record as JSON plus columns to query by); acknowledgements are rows
+added, never
 edits; the alert outbox holds each e-mail until it is sent. Times are UTC.
 """
 
@@ -124,7 +125,8 @@ class ReceivedObject(Base):
 
 
 class DecisionRecord(Base):
-    """A decision of SPEC section 4 for an object (``record_json``: SPEC section 5). An object
+    """A decision of docs/contract.md section 4 for an object (``record_json``: docs/contract.md
+    section 5). An object
     has one, except an SRO paired with its companion object after it was recorded: the new
     decision is added and the earlier one keeps ``superseded_by_id`` (history, never deleted)."""
 

@@ -27,13 +27,14 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from model.decision import DecodeRecord
@@ -242,12 +243,12 @@ def record_receipts(target: Session | Connection, receipts: Sequence[Receipt], *
             queued = _apply_pairing(conn, r, object_id, decision_id, now) or queued
         recorded = Recorded(object_id, decision_id, None, r.status, queued)
         if r.archive_path is not None and not r.duplicate:
-            done[r.archive_path] = recorded
+            done[key] = recorded
         out.append(recorded)
     return out
 
 
-def _first_copy(conn: Connection, sop_instance_uid: str) -> Row[Any] | None:
+def _first_copy(conn: Connection, sop_instance_uid: str) -> Any:
     """The recorded first copy of a UID: its id, C-STORE status and data-set SHA-256."""
     objects = ReceivedObject.__table__
     return conn.execute(
@@ -272,7 +273,7 @@ def _first_copy_insert(dialect: str) -> Any:
             .returning(table.c.id))
 
 
-def _record_copy(conn: Connection, r: Receipt, row: dict[str, Any], primary: Row[Any],
+def _record_copy(conn: Connection, r: Receipt, row: dict[str, Any], primary: Any,
                  now: dt.datetime) -> Recorded:
     """Record ``r`` as a copy of ``primary``: a duplicate answered as the first was, or, when
     both data sets' SHA-256 are known and differ, a conflict with its own flagged decision
@@ -652,6 +653,74 @@ def due_alerts(session: Session, now: dt.datetime, limit: int = 50, *,
     if addressed_only:
         stmt = stmt.where(AlertOutbox.recipients != "")
     return list(session.scalars(stmt))
+
+
+def claim_alerts(session: Session, node: str, token: str, now: dt.datetime,
+                 lease: dt.timedelta, limit: int = 10, *, addressed_only: bool = False
+                 ) -> list[int]:
+    """Claim up to ``limit`` due alerts for one sender (``node``, its ``token``) until
+    ``now + lease`` and commit; return their ids, oldest first.
+
+    Several nodes may share the outbox: on PostgreSQL the candidates are locked with ``SELECT
+    ... FOR UPDATE SKIP LOCKED`` (a row another sender is claiming is passed over, not waited
+    for); on both each claim is a conditional ``UPDATE`` (pending, unclaimed or its claim
+    expired), so two senders never hold one alert. A sender that dies leaves its claims to
+    expire (or to be released when its node starts again, :func:`release_claims`)."""
+    unclaimed = or_(AlertOutbox.claimed_until.is_(None), AlertOutbox.claimed_until < now)
+    stmt = (
+        select(AlertOutbox.id)
+        .where(AlertOutbox.state == AlertState.PENDING.value,
+               AlertOutbox.next_attempt_at <= now, unclaimed)
+        .order_by(AlertOutbox.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if addressed_only:
+        stmt = stmt.where(AlertOutbox.recipients != "")
+    claimed: list[int] = []
+    for alert_id in list(session.scalars(stmt)):
+        done: Any = session.execute(
+            update(AlertOutbox)
+            .where(AlertOutbox.id == alert_id, AlertOutbox.state == AlertState.PENDING.value,
+                   unclaimed)
+            .values(claimed_by=node, claim_token=token, claimed_until=now + lease))
+        if done.rowcount == 1:
+            claimed.append(alert_id)
+    session.commit()
+    return claimed
+
+
+def claim_rows(session: Session, rows: Sequence[AlertOutbox], node: str, token: str,
+               now: dt.datetime, lease: dt.timedelta) -> list[AlertOutbox]:
+    """Of ``rows`` (loaded in ``session``), those this sender holds: claimed by ``token``
+    already, or claimed now (a digest's further rows); the others are another sender's.
+    Does not commit."""
+    unclaimed = or_(AlertOutbox.claimed_until.is_(None), AlertOutbox.claimed_until < now)
+    held = []
+    for row in rows:
+        if row.claim_token == token:
+            held.append(row)
+            continue
+        done: Any = session.execute(
+            update(AlertOutbox)
+            .where(AlertOutbox.id == row.id, AlertOutbox.state == AlertState.PENDING.value,
+                   unclaimed)
+            .values(claimed_by=node, claim_token=token, claimed_until=now + lease)
+            .execution_options(synchronize_session=False))
+        if done.rowcount == 1:
+            row.claimed_by, row.claim_token, row.claimed_until = node, token, now + lease
+            held.append(row)
+    return held
+
+
+def release_claims(session: Session, node: str) -> int:
+    """Release the claims a sender of ``node`` left when its process ended (at start-up, before
+    this node's sender runs); return how many. Commits."""
+    done: Any = session.execute(
+        update(AlertOutbox).where(AlertOutbox.claimed_by == node)
+        .values(claimed_by=None, claim_token=None, claimed_until=None))
+    session.commit()
+    return int(done.rowcount or 0)
 
 
 def next_alert_time(session: Session, *, addressed_only: bool = False) -> dt.datetime | None:

@@ -34,7 +34,10 @@ CSV_FIELDS = (
     "model_name", "model_version", "model_sha256", "received_at", "console", "calling_ae_title",
     "peer_address", "archive_path", "dimse_status", "duplicates", "flagged", "alert_state",
     "acknowledgements", "offset_source", "pairing_state", "paired_sop_instance_uids",
+    "equivalent_probability", "settled", "open", "likely_causes",
 )
+#: ``audit list``'s letters for the open components (docs/contract.md section 4)
+_OPEN_LETTERS = {"order": "O", "direction": "D", "patient_position": "P"}
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -76,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"what was found (at most {NOTE_MAX} characters)")
     ack.set_defaults(func=run_ack)
 
-    export = asub.add_parser("export", help="every record, SPEC section 5 plus the node's fields")
+    export = asub.add_parser(
+        "export", help="every record, docs/contract.md section 5 plus the node's fields")
     add_settings_arguments(export, after_action=True)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
                         help="one JSON object a line (default) or CSV with a header row")
@@ -106,9 +110,11 @@ def run_list(args: argparse.Namespace) -> int:
                       collapse_padding=True, pad_edge=False)
         # the console: the offset's console text, else the calling AE title (`audit show` has
         # both); the UID comes last and is the only column that folds, so it reads whole
+        # p≡: the equivalent probability, with the open components' letters (section 4)
         for col, width in (("received (UTC)", None), ("console", 32), ("decision", None),
-                           ("convention", None), ("p", None), ("alert", None), ("acks", None),
-                           ("dups", None), ("SOP Instance UID", None)):
+                           ("convention", None), ("p", None), ("p≡ open", None),
+                           ("alert", None), ("acks", None), ("dups", None),
+                           ("SOP Instance UID", None)):
             uid = col == "SOP Instance UID"
             table.add_column(col, overflow="fold" if uid else "ellipsis", no_wrap=not uid,
                              max_width=width)
@@ -118,16 +124,33 @@ def run_list(args: argparse.Namespace) -> int:
             cells = (
                 obj.received_at.strftime("%Y-%m-%d %H:%M"), d.console or "", d.decision,
                 d.convention or "", "" if d.probability is None else f"{d.probability:.3f}",
-                alert_state(d).value, str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
+                _equivalent_cell(d.record_json), alert_state(d).value,
+                str(len(d.acknowledgements)), str(dups.get(obj.id, 0)),
                 d.sop_instance_uid or "",
             )
             # Text cells: shown as written, never read as rich markup
             table.add_row(*(table_safe(c) for c in cells), style=style)
+        table.caption = ("p≡: probability of the conventions clinically equivalent to the most "
+                         "probable; open: O order, D direction, P patient position")
     # at most 120 columns (a terminal's width when narrower)
     width = min(120, shutil.get_terminal_size((120, 24)).columns) if sys.stdout.isatty() else 120
     Console(soft_wrap=False, width=width).print(table)
     engine.dispose()
     return 0
+
+
+def _equivalent_cell(record_json: str) -> str:
+    """``audit list``'s p≡ cell: the equivalent probability and the open components' letters
+    (empty for a decision without a convention, or recorded before they were)."""
+    try:
+        data = json.loads(record_json)
+    except ValueError:
+        return ""
+    p = data.get("equivalent_probability")
+    if not isinstance(p, int | float):
+        return ""
+    letters = "".join(_OPEN_LETTERS.get(c, "?") for c in data.get("open") or ())
+    return f"{p:.3f} {letters}".rstrip()
 
 
 def _uid(text: str) -> str:
@@ -215,6 +238,10 @@ def _csv_row(data: dict[str, Any]) -> dict[str, Any]:
         "model_version": model.get("version"),
         "model_sha256": model.get("sha256"),
         "acknowledgements": json.dumps(data.get("acknowledgements", [])),
+        "settled": " ".join(data.get("settled") or ()),
+        "open": " ".join(data.get("open") or ()),
+        "likely_causes": json.dumps([c.get("sentence") for c in data.get("likely_causes") or ()
+                                     if isinstance(c, dict)]),
         **_pairing_cells(data),
     }
 

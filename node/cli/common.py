@@ -55,7 +55,7 @@ def positive_float(text: str) -> float:
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of SPEC section 5's offset profile and decision policy."""
+    """Flags of docs/contract.md section 5's offset profile and decision policy."""
     parser.add_argument(
         "--rotation-step",
         type=positive_float,

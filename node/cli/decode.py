@@ -1,4 +1,4 @@
-"""``sro-decoder decode``: decode SRO files and folders (SPEC section 5)."""
+"""``sro-decoder decode``: decode SRO files and folders (docs/contract.md section 5)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from model.decision import DecodeRecord
+from model.decision import DecisionKind, DecodeRecord
 from model.decoders.registry import UnknownModelError, load_decoder
 from model.inputs.profiles import DEFAULT_PROFILE, SHIPPED_PROFILES, OffsetProfile
 from model.pipeline import DecodeOptions, decode_files, decode_options, expand_paths
@@ -66,6 +66,13 @@ def _summary(record: DecodeRecord) -> str:
     if record.convention is not None and record.probability is not None:
         line += f"  {record.convention} (p={record.probability:.3f}"
         line += f", intrinsic {record.convention.order.intrinsic_alias})"
+        # docs/contract.md section 4 (no convention explains an out-of-distribution input)
+        decoded = record.decision is not DecisionKind.OUT_OF_DISTRIBUTION
+        if decoded and record.equivalent_probability is not None:
+            line += f"; p={record.equivalent_probability:.3f} with the equivalent ones"
+        if decoded and (record.settled or record.open):
+            line += ("\n    settled: " + (", ".join(c.value for c in record.settled) or "nothing")
+                     + "; open: " + (", ".join(c.value for c in record.open) or "nothing"))
         for alt in record.alternatives:
             line += (
                 f"\n    or {alt.convention} (p={alt.probability:.3f}, "
@@ -76,6 +83,8 @@ def _summary(record: DecodeRecord) -> str:
     for check in record.checks:
         if check.result.flags:
             line += f"\n    {check.name.value}: {check.sentence}"
+    for k, cause in enumerate(record.likely_causes, 1):  # section 7: hints, not decisions
+        line += f"\n    likely cause {k}: {cause.sentence}"
     return line
 
 

@@ -240,7 +240,7 @@ class Node:
         self.batcher = DecodeBatcher(decoder)
         builder = ReceiptBuilder(s, decoder, archive, self.batcher, adapters=self.adapters,
                                  engine=self.engine)
-        self.sender = OutboxSender(self.engine, s.smtp, s.alerts)
+        self.sender = OutboxSender(self.engine, s.smtp, s.alerts, s.node_name)
         self.writer = GroupCommitWriter(self.engine, batch_max=s.storage.commit_batch_max,
                                         checker=checker, on_committed=self._committed)
         self.sender.start()

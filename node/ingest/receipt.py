@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -77,6 +78,17 @@ def recorded_uid(text: str | None) -> str | None:
     return bounded(INVALID_UID_MARK + visible(text), 64)
 
 
+def data_set_sha256(path: Path) -> str | None:
+    """SHA-256 (hex) of an archived file's data set: the bytes after its File Meta Information
+    (PS3.10 section 7.1), as received; ``None`` when the file is not a PS3.10 file."""
+    try:
+        data = path.read_bytes()
+        _, start = split_part10(data)
+    except Exception:
+        return None
+    return hashlib.sha256(data[start:]).hexdigest()
+
+
 def status_dataset(status: int, comment: str | None = None) -> Dataset:
     """A C-STORE response status, with Error Comment (0000,0902) on failures (LO, 64 chars)."""
     ds = Dataset()
@@ -135,6 +147,8 @@ class ReceiptBuilder:
         self.pairer = None if engine is None else Pairer(self, engine)
         #: ``--config FILE --data-dir DIR`` of this node, for the e-mail's ack command
         self.ack_options = ack_options(settings)
+        #: this node in the audit database (``[node] name``), recorded with every object
+        self.node_name = settings.node_name
 
     def for_archived_file(self, path: Path, *, pair: bool = True) -> Receipt | None:
         """The receipt of an archived file found without a record (``None`` if it is gone).
@@ -171,6 +185,7 @@ class ReceiptBuilder:
         )
         placement = self.archive.placement_of(path)
         archived = Archived(path, self.archive.relative(path), placement, stat.st_size)
+        sha = data_set_sha256(path)
         duplicate = placement is Placement.DUPLICATE
         record = None if duplicate else self.decode(ds, error, origin, uid)
         plan = None
@@ -187,6 +202,7 @@ class ReceiptBuilder:
             origin=origin, uid=uid, sop_class_uid=meta_text("MediaStorageSOPClassUID"),
             transfer_syntax_uid=meta_text("TransferSyntaxUID"), archived=archived,
             size=stat.st_size, record=record, ds=ds, duplicate=duplicate, plan=plan,
+            content_sha256=sha,
         )
 
     def decode(self, ds: Dataset | None, error: str | None, origin: Origin,
@@ -255,9 +271,18 @@ class ReceiptBuilder:
     def receipt(self, *, origin: Origin, uid: str | None, sop_class_uid: str | None,
                 transfer_syntax_uid: str | None, archived: Archived | None, size: int,
                 record: DecodeRecord | None, ds: Dataset | None,
-                duplicate: bool = False, plan: PairingPlan | None = None) -> Receipt:
+                duplicate: bool = False, plan: PairingPlan | None = None,
+                content_sha256: str | None = None) -> Receipt:
         if record is not None and archived is not None:
             record = replace(record, path=str(archived.path))
+        conflict = None
+        if content_sha256 is not None and archived is not None and uid is not None \
+                and archived.placement in (Placement.PRIMARY, Placement.DUPLICATE):
+            conflict = invalid_record(
+                self.decoder.info, InvalidReason.DUPLICATE_CONFLICT,
+                "a copy of a SOP Instance UID recorded before whose data set differs from the "
+                "first copy's: kept in the archive, not decoded", path=str(archived.path),
+                sop_instance_uid=uid)
         status = StoreStatus.SUCCESS if record is None else status_for(record)
         return Receipt(
             sop_instance_uid=uid,
@@ -283,6 +308,9 @@ class ReceiptBuilder:
             console=console_identity(origin.calling_ae_title, ds),
             patient_key=patient_key(_text(ds, "PatientID")),
             compose=lambda rec: self.alert_for(rec, origin, uid, archived, ds),
+            node=self.node_name,
+            content_sha256=content_sha256,
+            conflict_record=conflict,
         )
 
 
@@ -323,6 +351,9 @@ class StoreHandler:
         self.metrics = metrics or Metrics()
         self._associations: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        #: a database several nodes may share (not SQLite): it, not the archive, says whether
+        #: a UID was received before
+        self._shared = engine.dialect.name != "sqlite"
 
     def association_id(self, assoc: Any) -> str:
         with self._lock:
@@ -443,9 +474,23 @@ class StoreHandler:
             log.error("archive write failed", extra={"fields": {**fields, "error": repr(exc)}})
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "archive write failed")
         fields["archive_path"] = archived.relative
+        sha = hashlib.sha256(data).hexdigest() if name is not None else None
 
         if archived.placement is Placement.DUPLICATE and uid is not None:
-            return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields)
+            return self._duplicate(origin, uid, sop_class, transfer_syntax, archived, fields,
+                                   sha)
+        if archived.placement is Placement.PRIMARY and uid is not None and self._shared:
+            # first here, maybe not first anywhere: a database several nodes share decides
+            try:
+                with Session(self.engine) as session:
+                    elsewhere = find_primary(session, uid) is not None
+            except Exception as exc:
+                self.metrics.count("database_errors_total")
+                log.error("audit lookup failed", extra={"fields": {**fields, "error": repr(exc)}})
+                return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+            if elsewhere:
+                return self._duplicate(origin, uid, sop_class, transfer_syntax, archived,
+                                       fields, sha)
         ds: Dataset | None
         error: str | None
         if unreadable is not None or read is None or transfer_syntax is None:
@@ -481,12 +526,12 @@ class StoreHandler:
             receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                             transfer_syntax_uid=transfer_syntax,
                                             archived=archived, size=len(data), record=record,
-                                            ds=ds)
+                                            ds=ds, content_sha256=sha)
             recorded = self._commit(receipt, fields)
         else:
             record, recorded = self._commit_paired(
                 pairer, part, ds, record, origin, uid, sop_class, transfer_syntax, archived,
-                len(data), fields)
+                len(data), fields, sha)
         if recorded is None:
             return status_dataset(StoreStatus.OUT_OF_RESOURCES,
                                   "audit database unavailable; archived, recorded at restart")
@@ -516,7 +561,8 @@ class StoreHandler:
     def _commit_paired(self, pairer: Pairer, part: Any, ds: Dataset, record: DecodeRecord,
                        origin: Origin, uid: str | None, sop_class: str | None,
                        transfer_syntax: str | None, archived: Archived, size: int,
-                       fields: dict[str, Any]) -> tuple[DecodeRecord, Recorded | None]:
+                       fields: dict[str, Any], sha: str | None = None
+                       ) -> tuple[DecodeRecord, Recorded | None]:
         """Plan the pairing of an object that pairs and commit it, holding the pairer's lock
         (:mod:`node.ingest.pairing`); planned again if the database changed in between. A
         plan that fails is logged and the object recorded with its facts only (awaiting its
@@ -538,7 +584,8 @@ class StoreHandler:
                 receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                                 transfer_syntax_uid=transfer_syntax,
                                                 archived=archived, size=size,
-                                                record=plan.record, ds=ds, plan=plan)
+                                                record=plan.record, ds=ds, plan=plan,
+                                                content_sha256=sha)
                 try:
                     return plan.record, self.writer.record(
                         receipt, timeout=self.settings.storage.commit_timeout_s)
@@ -565,8 +612,11 @@ class StoreHandler:
 
     def _duplicate(self, origin: Origin, uid: str, sop_class: str | None,
                    transfer_syntax: str | None,
-                   archived: Archived, fields: dict[str, Any]) -> Dataset:
-        """A second copy of ``uid``: recorded as a duplicate, answered as the first was."""
+                   archived: Archived, fields: dict[str, Any], sha: str | None = None
+                   ) -> Dataset:
+        """A second copy of ``uid`` (here or, the database says, on another node): recorded as
+        a duplicate, answered as the first was; a conflict when its data set's SHA-256
+        ``sha`` differs from the first copy's (flagged, alerted; docs/conformance.md)."""
         try:
             with Session(self.engine) as session:
                 first_recorded = find_primary(session, uid) is not None
@@ -587,10 +637,16 @@ class StoreHandler:
         receipt = self.builder.receipt(origin=origin, uid=uid, sop_class_uid=sop_class,
                                         transfer_syntax_uid=transfer_syntax, archived=archived,
                                         size=archived.size_bytes, record=None, ds=None,
-                                        duplicate=True)
+                                        duplicate=True, content_sha256=sha)
         recorded = self._commit(receipt, fields)
         if recorded is None:
             return status_dataset(StoreStatus.OUT_OF_RESOURCES, "audit database unavailable")
+        if recorded.decision_id is not None:  # a conflict: its own flagged decision
+            self.metrics.count("duplicate_conflicts_total", origin.calling_ae_title)
+            fields.update(duplicate_of=recorded.duplicate_of_id, status=f"0x{recorded.status:04X}")
+            log.warning("received a copy whose data set differs from the first copy's; "
+                        "flagged", extra={"fields": fields})
+            return status_dataset(recorded.status, "differs from the first copy of this UID")
         self.metrics.count("duplicates_received_total", origin.calling_ae_title)
         fields.update(duplicate_of=recorded.duplicate_of_id, status=f"0x{recorded.status:04X}")
         log.info("received a duplicate; not decoded again", extra={"fields": fields})

@@ -159,7 +159,8 @@ class RecordPage(BaseModel):
 class RecordDetail(BaseModel):
     id: int
     record: dict[str, Any] = Field(
-        description="SPEC section 5's record plus the node's fields (as `audit export`)")
+        description="docs/contract.md section 5's record plus the node's fields "
+                    "(as `audit export`)")
 
 
 class AcknowledgeRequest(BaseModel):
@@ -591,7 +592,7 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
 
     @app.get("/api/v1/records/{ident}", response_model=RecordDetail, tags=["records"])
     def api_record(who: Who, ident: int) -> Any:
-        """One record: SPEC section 5's record plus the node's fields."""
+        """One record: docs/contract.md section 5's record plus the node's fields."""
         with Session(engine) as session:
             d = record_by_id(session, ident)
             if d is None:
@@ -618,8 +619,8 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
 
     @app.post("/api/v1/decode", tags=["decode"],
               responses={200: {"content": {"application/json": {}},
-                               "description": "SPEC section 5's record, exactly the line "
-                                              "`sro-decoder decode --json` prints"}})
+                               "description": "docs/contract.md section 5's record, exactly "
+                                              "the line `sro-decoder decode --json` prints"}})
     async def api_decode(
         request: Request, who: Who, file: Annotated[UploadFile, File()],
         model: Annotated[str | None, Query(description="ebm, analytic or a weights file "

@@ -1,4 +1,5 @@
-"""What the record page shows, from a stored or a just-decoded record: SPEC section 4's report,
+"""What the record page shows, from a stored or a just-decoded record: docs/contract.md section 4's
+report,
 the posterior over the conventions and the displacement of each credible alternative as
 server-rendered SVG, and the offset each credible convention implies against the reported one
 (docs/contract.md sections 3-5).
@@ -70,7 +71,8 @@ class ImpliedRow:
 
 def record_view(data: dict[str, Any], matrix: np.ndarray | None, *, tolerance_mm: float,
                 radius_mm: float) -> dict[str, Any]:
-    """The record page's pictures and tables for ``data`` (SPEC section 5's record with the
+    """The record page's pictures and tables for ``data`` (docs/contract.md section 5's record with
+    the
     node's fields) and, when known, the SRO's effective matrix."""
     top = data.get("top_conventions") or []
     rest = max(0.0, 1.0 - sum(float(t["probability"]) for t in top)) if top else 0.0

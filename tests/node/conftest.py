@@ -87,8 +87,9 @@ def make_settings(data_dir: Path, smtp_port: int = 1, **sections: dict[str, Any]
         "node": {"host": "127.0.0.1", "port": 0, "shutdown_grace_s": 5.0},
         "storage": {"data_dir": str(data_dir)},
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "timeout_s": 2.0},
+        # one e-mail per alert unless a test groups them ([alerts] digest_window_s)
         "alerts": {"recipients": ["physics@example.org"], "retry_initial_s": 0.2,
-                   "retry_max_s": 1.0, "poll_s": 0.5},
+                   "retry_max_s": 1.0, "poll_s": 0.5, "digest_window_s": 0},
         "log": {"format": "text"},
         # the analytic decoder: fast and exact; the end-to-end test runs the shipped model
         "model": {"name": "analytic"},

@@ -106,3 +106,60 @@ def test_audit_without_a_database_says_so(
     assert rc == 1
     assert "no audit database" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_equivalent_probability_and_open_components_in_list_show_export(
+    tmp_path: Path, sro_dir: Path
+) -> None:
+    """docs/contract.md section 4: the equivalent probability, settled and open components and
+    the reason of a confident decision with open components, in every view of the record."""
+    from sqlalchemy.orm import Session
+
+    from model.decoders.analytic import AnalyticDecoder
+    from model.pipeline import decode_files, decode_options
+    from node.audit.store import open_database, record_receipts
+    from node.records import Placement, Receipt, Source
+
+    records = [r for r, _ in decode_files(sro_files(sro_dir), AnalyticDecoder(),
+                                          decode_options())]
+    now = dt.datetime.now(dt.UTC)
+    engine = open_database(f"sqlite:///{tmp_path / 'audit.db'}")
+    with Session(engine) as session, session.begin():
+        record_receipts(session, [Receipt(
+            sop_instance_uid=r.sop_instance_uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.66.1",
+            transfer_syntax_uid="1.2.840.10008.1.2.1", archive_path=f"archive/{i}.dcm",
+            placement=Placement.PRIMARY, size_bytes=100, calling_ae_title="CONSOLE1",
+            called_ae_title="SRO", peer_address="127.0.0.1", association_id=None,
+            source=Source.C_STORE, status=0, received_at=now, record=r)
+            for i, r in enumerate(records)])
+    engine.dispose()
+    open_ = next(r for r in records if r.decision.value == "confident" and r.open)
+    uid = str(open_.sop_instance_uid)
+    assert open_.reason and "not determined" in open_.reason
+
+    rc, out = cli("audit", "--data-dir", str(tmp_path), "list")
+    assert rc == 0 and max(len(line) for line in out.splitlines()) <= 120
+    assert "p≡" in out and "open" in out
+    letters = "".join(c.value[0].upper() for c in open_.open)
+    line = next(x for x in out.splitlines() if x.strip().startswith(now.strftime("%Y-%m-%d"))
+                and f"{open_.equivalent_probability:.3f} {letters}" in x)
+    assert "confident" in line
+
+    rc, out = cli("audit", "--data-dir", str(tmp_path), "show", uid)
+    shown = json.loads(out)
+    assert shown["equivalent_probability"] == open_.equivalent_probability
+    assert shown["open"] == [c.value for c in open_.open]
+    assert shown["settled"] == [c.value for c in open_.settled]
+    assert shown["reason"] == open_.reason
+
+    rc, out = cli("audit", "--data-dir", str(tmp_path), "export", "--format", "csv")
+    row = next(x for x in csv.DictReader(io.StringIO(out)) if x["sop_instance_uid"] == uid)
+    assert float(row["equivalent_probability"]) == pytest.approx(open_.equivalent_probability)
+    assert row["open"] == " ".join(c.value for c in open_.open)
+    assert row["settled"] == " ".join(c.value for c in open_.settled)
+    assert row["reason"] == open_.reason
+    ood = [r for r in records if r.likely_causes]
+    for r in ood:
+        line_ = next(x for x in csv.DictReader(io.StringIO(out))
+                     if x["sop_instance_uid"] == r.sop_instance_uid)
+        assert json.loads(line_["likely_causes"])[0] == r.likely_causes[0].sentence

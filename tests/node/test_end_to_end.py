@@ -158,7 +158,7 @@ def test_sro_without_offset_is_recorded_not_flagged(
     assert status and int(status.Status) == 0
     row = export(tmp_path / "data")[str(ds.SOPInstanceUID)]
     assert row["decision"] == "no_offset"
-    assert len(row["implied_offsets"]) == 96  # one per hypothesis (SPEC section 2)
+    assert len(row["implied_offsets"]) == 96  # one per hypothesis (docs/contract.md section 2)
     assert row["alert_state"] == "none" and row["flagged"] is False
     time.sleep(0.5)
     assert sink.messages == []

@@ -12,6 +12,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RawDataStorage, 
 from pynetdicom import AE
 from pynetdicom.sop_class import SpatialRegistrationStorage, Verification  # type: ignore[attr-defined]
 
+from model.dicom.commitment import STORAGE_COMMITMENT_PUSH_MODEL
 from model.dicom.sro import SPATIAL_REGISTRATION_STORAGE
 from model.inputs import DEFAULT_REGISTRY, PRIVATE_BLOCK, AdapterRegistry
 from node.dimse.service import Node, build_ae
@@ -35,10 +36,13 @@ def negotiate(port: int) -> tuple[Any, set[str], set[str]]:
 def test_build_ae_contexts_are_the_registry_sop_classes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     default = {str(cx.abstract_syntax) for cx in build_ae(settings).supported_contexts}
-    assert default == {Verification, *DEFAULT_REGISTRY.sop_class_uids}
+    # Verification and Storage Commitment (PS3.4 Annex J) beside the adapters' SOP classes
+    assert default == {Verification, STORAGE_COMMITMENT_PUSH_MODEL,
+                       *DEFAULT_REGISTRY.sop_class_uids}
     two = AdapterRegistry((PRIVATE_BLOCK, RawCarrier()))
     both = {str(cx.abstract_syntax) for cx in build_ae(settings, two).supported_contexts}
-    assert both == {Verification, SPATIAL_REGISTRATION_STORAGE, str(RawDataStorage)}
+    assert both == {Verification, STORAGE_COMMITMENT_PUSH_MODEL, SPATIAL_REGISTRATION_STORAGE,
+                    str(RawDataStorage)}
 
 
 def test_default_node_accepts_the_xvi_companion_and_nothing_else(tmp_path: Path,

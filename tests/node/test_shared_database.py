@@ -56,11 +56,11 @@ def _nodes(tmp_path: Path, url: str, smtp_port: int, names: tuple[str, ...] = ("
     return out
 
 
-def _changed(path: Path) -> bytes:
+def _changed(path: Path, folder: Path) -> bytes:
     """The file at ``path`` with the same SOP Instance UID and other content."""
     ds = pydicom.dcmread(path)
     ds.SeriesDescription = "changed after the first copy"
-    out = path.with_name("changed.dcm")
+    out = folder / "changed.dcm"
     ds.save_as(out, enforce_file_format=True)
     return out.read_bytes()
 
@@ -78,9 +78,10 @@ def test_the_database_decides_duplicates_across_nodes_and_flags_conflicts(
         second = [b.store.receive_part10(f.read_bytes(), _origin()) for f in files]
         assert [s.status for s in second] == [s.status for s in first]
         # same UID, other bytes: a conflict, flagged, alerted once; answered as a failure
-        conflict = b.store.receive_part10(_changed(files[0]), _origin())
+        conflict = b.store.receive_part10(_changed(files[0], tmp_path), _origin())
         assert conflict.status == int(StoreStatus.CANNOT_UNDERSTAND_INVALID_REGISTRATION)
-        again = a.store.receive_part10(_changed(files[0]), _origin())  # and on the first node
+        # and on the first node
+        again = a.store.receive_part10(_changed(files[0], tmp_path), _origin())
         assert again.status == conflict.status
         for node in (a, b):
             assert node.writer is not None

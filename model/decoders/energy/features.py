@@ -1,7 +1,8 @@
 """Per-hypothesis features: residuals of the reported offset to the offset each convention implies.
 
 The network never sees the matrix itself. For each of the 96 hypotheses ``h`` the matrix
-implies an offset ``θ_h`` (SPEC section 3, inverted in closed form here; the same numbers as
+implies an offset ``θ_h`` (docs/contract.md section 3, inverted in closed form here; the same
+numbers as
 :func:`model.geometry.implied_offsets`, faster). The residual ``δ = θ_h − ρ`` to the reported
 offset ``ρ``, measured in display steps, is what the rounding physics acts on: a convention
 that explains the data leaves every component within half a step. Each component gives two
