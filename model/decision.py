@@ -1,4 +1,4 @@
-"""The decisions of SPEC section 4 and the decode record of SPEC section 5.
+"""The decisions of docs/contract.md section 4 and the decode record of docs/contract.md section 5.
 
 Every SRO ends in exactly one :class:`DecisionKind`. The credible set is the fewest hypotheses
 holding at least 0.99 of the posterior; two hypotheses are clinically equivalent when the
@@ -32,7 +32,7 @@ CREDIBLE_MASS = 0.99
 
 
 class DecisionKind(str, Enum):
-    """The one decision every received object ends in (SPEC section 4)."""
+    """The one decision every received object ends in (docs/contract.md section 4)."""
 
     CONFIDENT = "confident"
     AMBIGUOUS = "ambiguous"
@@ -53,7 +53,8 @@ class DecisionKind(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class DecisionPolicy:
-    """Clinical-equivalence settings (SPEC section 4 defaults) and ``isocenter_bound_mm``, what
+    """Clinical-equivalence settings (docs/contract.md section 4 defaults) and
+    ``isocenter_bound_mm``, what
     the translation of an input without an isocenter is checked against (docs/contract.md
     section 3; default 2000)."""
 
@@ -199,16 +200,21 @@ class LikelyCause:
     convention: Convention
     probability: float  # of ``convention`` once the error is undone
     corrected_offset: dict[str, Any] = field(default_factory=dict)
+    #: the registration whose matrix explains the offset (``OTHER_REGISTRATION`` only)
+    registration: Candidate | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cause": self.kind.value, "sentence": self.sentence,
-                "convention": self.convention.as_dict(), "probability": self.probability,
-                "corrected_offset": dict(self.corrected_offset)}
+        out = {"cause": self.kind.value, "sentence": self.sentence,
+               "convention": self.convention.as_dict(), "probability": self.probability,
+               "corrected_offset": dict(self.corrected_offset)}
+        if self.registration is not None:
+            out["registration"] = self.registration.as_dict()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeRecord:
-    """One decode, in the shape of SPEC section 5 (``as_dict`` is the JSON line)."""
+    """One decode, in the shape of docs/contract.md section 5 (``as_dict`` is the JSON line)."""
 
     decision: DecisionKind
     reason: str | None
@@ -433,7 +439,8 @@ def decide(
     precisions: list[Precision] | None = None,
     offsets: list[CouchOffset] | None = None,
 ) -> list[DecodeRecord]:
-    """Turn a decoder's posterior and energies into one record per input (SPEC section 4)."""
+    """Turn a decoder's posterior and energies into one record per input (docs/contract.md section
+    4)."""
     n = len(batch)
     if n == 0:
         return []

@@ -26,7 +26,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from model.batch import DecodeInput, InputBatch
-from model.consoles.causes import likely_causes
+from model.consoles.causes import OtherRegistration, likely_causes
 from model.conventions import HYPOTHESES, N_HYPOTHESES, PatientPosition
 from model.decision import (
     Check,
@@ -302,24 +302,39 @@ def _decide(todo: list[tuple[int, _Ready]], decoder: Decoder,
         precisions=[precision] * len(todo),
         offsets=[x.offset for x in inputs],
     )
-    return with_likely_causes(batch, records)
+    return with_likely_causes(batch, records, [r.read.registration for _, r in todo])
 
 
 _POSITIONS = {p.value for p in PatientPosition}
 
 
-def with_likely_causes(batch: InputBatch, records: list[DecodeRecord]) -> list[DecodeRecord]:
+def other_registrations(reg: SpatialRegistration) -> tuple[OtherRegistration, ...]:
+    """The registrations of ``reg``'s SRO that were not decoded, with their effective matrices
+    (docs/contract.md section 1; those failing a check are left out)."""
+    return tuple(OtherRegistration(c, np.array(m, dtype=np.float64))
+                 for c, m in zip(reg.candidates, reg.candidate_matrices, strict=False)
+                 if not c.decoded and m is not None)
+
+
+def with_likely_causes(batch: InputBatch, records: list[DecodeRecord],
+                       registrations: Sequence[SpatialRegistration] | None = None,
+                       ) -> list[DecodeRecord]:
     """Each ``out_of_distribution`` record with its likely causes (docs/contract.md section 7),
-    all of them tried in one batch."""
+    all of them tried in one batch; ``registrations`` (one per record) give the declared
+    patient position and the matrices of the registrations not decoded."""
     ood = [i for i, r in enumerate(records) if r.decision is DecisionKind.OUT_OF_DISTRIBUTION]
     if not ood:
         return records
     expected = np.ones((len(ood), N_HYPOTHESES), dtype=bool)
     for row, i in enumerate(ood):
-        declared = records[i].declared_patient_position
-        if declared in _POSITIONS:
-            expected[row] = [h.patient_position.value == declared for h in HYPOTHESES]
-    causes = likely_causes(batch.subset(np.array(ood, dtype=np.int64)), expected=expected)
+        declared = records[i].declared_patient_position if registrations is None \
+            else registrations[i].declared_patient_position
+        if declared is not None and declared.upper() in _POSITIONS:
+            expected[row] = [h.patient_position.value == declared.upper() for h in HYPOTHESES]
+    others = None if registrations is None else [other_registrations(registrations[i])
+                                                 for i in ood]
+    causes = likely_causes(batch.subset(np.array(ood, dtype=np.int64)), expected=expected,
+                           others=others)
     out = list(records)
     for i, found in zip(ood, causes, strict=True):
         out[i] = dataclasses.replace(out[i], likely_causes=found)
@@ -332,7 +347,8 @@ def decode_dataset(ds: Dataset, decoder: Decoder, options: DecodeOptions) -> Dec
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders give their ``.dcm`` files sorted by name (SPEC section 5)."""
+    """Files as given; folders give their ``.dcm`` files sorted by name (docs/contract.md
+    section 5)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

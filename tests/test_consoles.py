@@ -18,10 +18,19 @@ from model.consoles import (
     assess,
     combine_with_history,
 )
-from model.consoles.causes import likely_causes
+from model.consoles.causes import OtherRegistration, likely_causes
 from model.conventions import HYPOTHESES, Convention, PatientPosition, RotationOrder
-from model.decision import CauseKind, CheckResult, Component, DecisionKind, DecisionPolicy, decide
+from model.decision import (
+    Candidate,
+    CauseKind,
+    CheckResult,
+    Component,
+    DecisionKind,
+    DecisionPolicy,
+    decide,
+)
 from model.decoders.analytic import AnalyticDecoder
+from model.geometry import forward, rotation_block_error
 from model.training.console_eval import replay, summarise
 from model.training.histories import EventKind as HistoryEvent
 from model.training.histories import HistoryConfig, generate_histories, offset_of
@@ -179,6 +188,36 @@ def test_likely_causes_translation_sign_and_relabel() -> None:
                        for c in likely_causes(changed.subset(ood))) < len(ood)
         causes = likely_causes(changed.subset(ood), expected=expected)
         assert sum(bool(c) and c[0].kind is cause for c in causes) >= 0.95 * len(ood)
+
+
+def test_likely_cause_another_registration_names_the_registration_that_fits() -> None:
+    """docs/contract.md section 7, last entry: the reported offset is another registration's."""
+    data = generate(SynthConfig(n=40, seed=23, corrupt_fraction=1.0,
+                                corruptions=(Corruption.OTHER_REGISTRATION,)))
+    b = data.batch
+    ood = np.flatnonzero(DECODER.decode(b).out_of_distribution)
+    assert len(ood) > 30
+    implied = forward(b.translation_mm[ood], b.rotation_deg[ood], b.isocenter_mm[ood])
+    fits = [implied[k, int(data.truth[j])] for k, j in enumerate(ood)]
+    decoy = Candidate("1.2.3", "Align.Mask1", None, 2, 3)
+    clip = Candidate("1.2.3", "Align.Clip1", None, 2, 2)
+    others = [(OtherRegistration(decoy, b.matrix[j]), OtherRegistration(clip, fits[k]))
+              for k, j in enumerate(ood)]
+    causes = likely_causes(b.subset(ood), others=others)
+    first = [c[0] for c in causes if c]
+    assert len(first) == len(ood)
+    assert all(c.kind is CauseKind.OTHER_REGISTRATION and c.registration == clip
+               and "Align.Clip1" in c.sentence for c in first)
+    # the convention named explains that registration's matrix as well as the truth does
+    ll = DECODER.log_likelihood(dataclasses.replace(  # with the registration's own DS noise
+        b.subset(ood), matrix=np.array(fits),
+        orthonormality_error=rotation_block_error(np.array(fits))[0]))
+    truth = data.truth[ood]
+    assert all(ll[k, c.convention.index] >= ll[k, truth[k]] - 1e-6 >= DECODER.min_log_likelihood
+               for k, c in enumerate(first))
+    only_decoy = likely_causes(b.subset(ood), others=[o[:1] for o in others])
+    assert not any(x.kind is CauseKind.OTHER_REGISTRATION for c in only_decoy for x in c)
+    assert only_decoy == likely_causes(b.subset(ood))  # no other registration: as before
 
 
 def test_small_history_replay() -> None:

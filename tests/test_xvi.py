@@ -12,12 +12,13 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
 from model.conventions import Convention, PatientPosition, RotationOrder
-from model.decision import CheckName, CheckResult, DecisionKind, OffsetSourceKind
+from model.decision import CauseKind, CheckName, CheckResult, DecisionKind, OffsetSourceKind
 from model.decoders.analytic import AnalyticDecoder
 from model.dicom import sro
 from model.errors import InvalidReason
@@ -29,6 +30,7 @@ from model.pipeline import DecodeOptions, decode_datasets, decode_files, expand_
 from model.training.synth import SynthConfig, generate
 from model.training.xvi import (
     XviConfig,
+    XviCorruption,
     ini_xvi,
     write_rps,
     write_xvi_set,
@@ -213,6 +215,47 @@ def test_decode_pairs_a_synthetic_xvi_folder(tmp_path: Path) -> None:
             credible = [rec.convention, *(a.convention for a in rec.alternatives)]
             wrong += t["convention"] not in [c.as_dict() for c in credible]
     assert wrong == 0
+
+
+def test_clip_box_only_is_explained_by_the_clip_registration(tmp_path: Path) -> None:
+    """docs/contract.md section 7, last cause: the companion's clip-box offset fits the SRO's
+    Align.Clip1, not the Correction decoded; a clean SRO has no likely causes."""
+    data = generate(SynthConfig(n=16, seed=5, positions=tuple((p, 1.0) for p in PatientPosition)))
+    write_xvi_set(data, tmp_path, XviConfig(frames=2, corrupt_fraction=0.5, seed=5,
+                                            corruptions=(XviCorruption.CLIP_BOX_ONLY,)))
+    truth = {t["sop_instance_uid"]: t for t in map(
+        json.loads, (tmp_path / "truth.jsonl").read_text().splitlines())}
+    records = [r for r, _ in decode_files(expand_paths([tmp_path]), AnalyticDecoder(), XVI)]
+    sros = [r for r in records if r.sop_instance_uid in truth]
+    clipped = [r for r in sros if truth[str(r.sop_instance_uid)]["corruption"] == "clip_box_only"]
+    assert 4 <= len(clipped) <= 12
+    for rec in sros:
+        line = rec.as_dict()
+        if rec not in clipped:
+            assert rec.decision is not DecisionKind.OUT_OF_DISTRIBUTION and not rec.likely_causes
+            continue
+        assert rec.decision is DecisionKind.OUT_OF_DISTRIBUTION
+        first = rec.likely_causes[0]
+        assert first.kind is CauseKind.OTHER_REGISTRATION and first.registration is not None
+        assert first.registration.label == "Align.Clip1" and "Align.Clip1" in first.sentence
+        assert line["likely_causes"][0]["registration"]["label"] == "Align.Clip1"
+        assert all("registration" not in c for c in line["likely_causes"][1:])
+
+
+def test_candidate_matrices_are_effective_matrices() -> None:
+    """docs/contract.md section 1: each candidate's inv(A_ref) · A_candidate, in order."""
+    ds = _xvi_sro()
+    clip = forward([(4.0, 1.0, -2.0)], [(1.0, 0.0, 2.0)])[0, 0]
+    ds.RegistrationSequence[1].MatrixRegistrationSequence[1].MatrixSequence[0] \
+        .FrameOfReferenceTransformationMatrix = sro._ds_values(clip, 15)
+    a_ref = forward([(10.0, 0.0, 5.0)], [(0.0, 3.0, 0.0)])[0, 0]
+    ds.RegistrationSequence[0].MatrixRegistrationSequence[0].MatrixSequence[0] \
+        .FrameOfReferenceTransformationMatrix = sro._ds_values(a_ref, 15)
+    got = sro.read(_roundtrip(ds))
+    assert len(got.candidate_matrices) == len(got.candidates) == 5
+    assert got.candidate_matrices[0] == got.effective_matrix
+    assert np.allclose(got.candidate_matrices[1], np.linalg.solve(a_ref, clip), atol=1e-9)
+    assert not np.allclose(got.candidate_matrices[1], clip, atol=1e-3)
 
 
 def test_two_companions_for_one_sro_and_a_wrong_declared_position_are_flagged() -> None:

@@ -1,4 +1,5 @@
-"""Reading and writing Spatial Registration Storage instances (PS3.3 A.39, C.20.2; SPEC section 1).
+"""Reading and writing Spatial Registration Storage instances (PS3.3 A.39, C.20.2;
+docs/contract.md section 1).
 
 :func:`read` checks every assumption of docs/contract.md section 1.1 and 1.4 and turns a data set
 into one frozen :class:`SpatialRegistration` in one step, or raises :class:`SROError` naming the
@@ -68,6 +69,10 @@ class SpatialRegistration:
     declared_patient_position: str | None = None
     #: every candidate registration found, the decoded one marked (docs/contract.md section 1)
     candidates: tuple[Candidate, ...] = ()
+    #: each candidate's effective matrix ``inv(A_ref) · A_candidate``, in the order of
+    #: ``candidates`` (``None`` where it fails a check): the likely cause "the matrix of another
+    #: registration" (docs/contract.md section 7) is tried with them; never in the JSON record
+    candidate_matrices: tuple[Matrix4 | None, ...] = ()
 
     @property
     def matrix(self) -> FloatArray:
@@ -140,7 +145,8 @@ _SEQUENCE_NAMES = {
 
 def _require_sequence(ds: Dataset | EncodedItem, tag: BaseTag,
                       where: str) -> Sequence[Dataset | EncodedItem]:
-    """The items of a sequence SPEC section 1 reads; an element there that is not a sequence
+    """The items of a sequence docs/contract.md section 1 reads; an element there that is not a
+    sequence
     (its VR changed from SQ, PS3.5 section 7.5) means the data set cannot be understood."""
     value = _require(ds, tag, where)
     if not isinstance(value, DicomSequence | list):
@@ -475,6 +481,8 @@ def read(ds: Dataset, *, selector: str | None = None,
                             f"{f.error.message}")
     candidates = tuple(dataclasses.replace(f.candidate, decoded=k == chosen)
                        for k, f in enumerate(found))
+    matrices = tuple(_as_matrix4(effective) if k == chosen else _candidate_effective(
+        f.matrix, reference[0] if reference else None) for k, f in enumerate(found))
     return SpatialRegistration(
         sop_instance_uid=sop_uid,
         study_instance_uid=_ascii(ds, _STUDY_INSTANCE_UID),
@@ -490,7 +498,29 @@ def read(ds: Dataset, *, selector: str | None = None,
                                         _raw_text(_value(ds, _CONTENT_TIME))),
         declared_patient_position=_raw_text(_value(ds, _PATIENT_POSITION)),
         candidates=candidates,
+        candidate_matrices=matrices,
     )
+
+
+def _as_matrix4(matrix: np.ndarray) -> Matrix4:
+    return tuple(tuple(float(v) for v in row) for row in matrix)  # type: ignore[misc]
+
+
+def _candidate_effective(a_candidate: FloatArray | None,
+                         a_ref: FloatArray | None) -> Matrix4 | None:
+    """A candidate's effective matrix ``inv(A_ref) · A_candidate`` (docs/contract.md section 1),
+    ``None`` when its own matrix failed a check (a warning) or the composition is not rigid."""
+    if a_candidate is None:
+        return None
+    if a_ref is None or np.array_equal(a_ref, _IDENTITY):
+        return _as_matrix4(a_candidate)
+    effective = np.linalg.solve(a_ref, a_candidate)
+    effective[3] = (0.0, 0.0, 0.0, 1.0)
+    try:
+        _check_rigid(effective, "effective matrix")
+    except SROError:
+        return None
+    return _as_matrix4(effective)
 
 
 def ds_round(matrix: FloatArray, digits: int = 15) -> FloatArray:
@@ -547,7 +577,7 @@ def write(
     """A complete Spatial Registration Storage instance (PS3.3 A.39.1) with file meta.
 
     ``matrix`` maps the registered (CBCT) frame into the SRO's own (planning) frame. The offset,
-    if any, goes into the private block of SPEC section 1, its translation multiplied by
+    if any, goes into the private block of docs/contract.md section 1, its translation multiplied by
     ``translation_scale`` (0.1 writes centimetres for a cm profile).
     """
     when = content_datetime or dt.datetime.now(dt.UTC)

@@ -15,7 +15,10 @@ Each case of a :class:`model.training.synth.SynthSet` becomes
   alignment time a few seconds after the SRO's.
 
 Labelled corruptions (:class:`XviCorruption`): a companion from another fraction, a wrong
-declared position, and a clip-box-only correction that differs from the mask registration.
+declared position, and a clip-box-only correction that differs from the mask registration (the
+SRO's ``Correction`` and ``Align.Mask1`` are the mask's, its ``Align.Clip1`` the matrix the
+companion's clip-box offset implies: the likely cause "another registration", docs/contract.md
+section 7).
 The registration labels are written in a private block whose creator is :data:`LABEL_CREATOR`
 (XVI's own creator string for (0021,xx39) is not documented; readers accept any creator).
 """
@@ -37,6 +40,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from model.conventions import HYPOTHESES, PatientPosition
 from model.dicom import sro
+from model.geometry import forward
 from model.inputs.xvi_rps import RAW_DATA_STORAGE, RPS_CREATOR, ZIP_CREATOR
 from model.training.synth import SynthSet
 
@@ -219,8 +223,7 @@ def write_xvi_set(data: SynthSet, out_dir: Path, config: XviConfig = XviConfig()
                 kind = config.corruptions[int(rng.integers(len(config.corruptions)))]
             matrix = b.matrix[j]
             t, r = b.translation_mm[j], b.rotation_deg[j]
-            mask = matrix
-            clip = matrix @ _rotation_about(0, 0.0)
+            mask = clip = matrix
             position = data.true_position[j]
             correction: str | None = _ini_values(t, r)
             clip_text = correction
@@ -233,10 +236,15 @@ def write_xvi_set(data: SynthSet, out_dir: Path, config: XviConfig = XviConfig()
                 choices = [p.value for p in PatientPosition if p.value != position]
                 position = choices[int(rng.integers(len(choices)))]
             elif kind is XviCorruption.CLIP_BOX_ONLY:
-                # XVI gave only the clip-box result; the SRO's Correction is the mask's
-                clip_text = _ini_values(t + np.array([3.0, -2.0, 4.0]), r + np.array(
-                    [1.0, -1.2, 0.8]))
+                # XVI gave only the clip-box result (the companion's Align.clip1); the SRO's
+                # Correction is the mask's, and its Align.Clip1 the matrix the clip-box offset
+                # implies under the true convention (about the isocenter when known)
+                shift_t, shift_r = np.array([3.0, -2.0, 4.0]), np.array([1.0, -1.2, 0.8])
+                clip_text = _ini_values(t + shift_t, r + shift_r)
                 correction = None
+                clip = forward(data.true_translation_mm[j:j + 1] + shift_t,
+                               data.true_rotation_deg[j:j + 1] + shift_r,
+                               b.isocenter_mm[j:j + 1])[0, int(data.truth[j])]
             ds = write_xvi_sro(matrix, clip=clip, mask=mask, frames=config.frames,
                                split_items=bool(j % 2), patient_id=pid,
                                study_uid=study[int(data.patient[j])], ref_frame=sro.new_uid(),

@@ -569,7 +569,8 @@ def acknowledge(
 
 
 def export_record(decision: DecisionRecord, duplicates: int = 0) -> dict[str, Any]:
-    """SPEC section 5 record plus the node's fields (received time, calling AE, alert, acks)."""
+    """The docs/contract.md section 5 record plus the node's fields (received time, calling AE,
+    alert, acknowledgements)."""
     obj = decision.received_object
     data: dict[str, Any] = json.loads(decision.record_json)
     data.update({
