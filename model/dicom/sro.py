@@ -146,8 +146,8 @@ _SEQUENCE_NAMES = {
 def _require_sequence(ds: Dataset | EncodedItem, tag: BaseTag,
                       where: str) -> Sequence[Dataset | EncodedItem]:
     """The items of a sequence docs/contract.md section 1 reads; an element there that is not a
-    sequence
-    (its VR changed from SQ, PS3.5 section 7.5) means the data set cannot be understood."""
+    sequence (its VR changed from SQ, PS3.5 section 7.5) means the data set cannot be
+    understood."""
     value = _require(ds, tag, where)
     if not isinstance(value, DicomSequence | list):
         elem = ds.get(tag)
