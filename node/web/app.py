@@ -35,14 +35,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from model.consoles import OrderDirection, pairs_text
 from model.decision import DecodeRecord
 from model.decoder import Decoder
 from model.decoders.registry import UnknownModelError, load_decoder
 from model.inputs import DEFAULT_REGISTRY, RegistrationInput
 from model.pipeline import decode_datasets, decode_options, read_bytes, read_file
-from node.audit.models import DecisionRecord, User, utcnow
+from node.audit.models import Console, DecisionRecord, User, utcnow
 from node.audit.store import acknowledge, alert_state, duplicates_of, export_record
 from node.audit.users import find_user, recent_failures, record_login, verify_password
+from node.consoles.store import commission, list_consoles
 from node.ingest.receipt import StoreHandler
 from node.metrics import Metrics
 from node.settings import Settings
@@ -179,6 +181,20 @@ class ConsoleOut(BaseModel):
     objects: int
     flagged: int
     last_received_at: dt.datetime | None
+
+
+class CommissionRequest(BaseModel):
+    """A console's (order, direction) pairs, e.g. ``["xyz/direct"]`` (docs/contract.md
+    section 6: the patient position belongs to the patient, not to the console)."""
+
+    convention: list[str] = Field(min_length=1, max_length=12)
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+
+
+class CommissionedOut(BaseModel):
+    console_id: int
+    established: str
+    by: str
 
 
 def _summary(d: DecisionRecord) -> RecordSummary:
@@ -560,9 +576,50 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
 
     @app.get("/consoles", response_class=HTMLResponse, include_in_schema=False)
     def consoles_page(who: Who) -> HTMLResponse:
+        return _consoles_page(who)
+
+    def _consoles_page(who: Principal, status_code: int = 200, message: str | None = None
+                       ) -> HTMLResponse:
         with Session(engine) as session:
             seen = consoles_seen(session)
-        return ctx.page("consoles.html", who, title="Consoles", consoles=seen)
+            known = list_consoles(session)
+        return ctx.page("consoles.html", who, status_code, title="Consoles", consoles=seen,
+                        known=known, message=message)
+
+    def _commission(console_id: int, who: Principal, conventions: list[str],
+                    note: str | None) -> CommissionedOut | str:
+        """Commission a console as ``who`` (an added record); the reason when it cannot be."""
+        try:
+            pairs = frozenset(OrderDirection.parse(v.strip()) for v in conventions if v.strip())
+            text = None if note is None else operator_text(
+                note, "the note", NOTE_MAX, multiline=True).strip() or None
+        except ValueError as exc:
+            return str(exc)
+        if not pairs:
+            return "no convention given (for example xyz/direct)"
+        with Session(engine) as session, session.begin():
+            console = session.get(Console, console_id)
+            if console is None:
+                return f"no console {console_id}"
+            state = commission(session, console, pairs, who.name, text)
+        log.info("console commissioned", extra={"fields": {
+            "user": who.name, "console_id": console_id, "established": pairs_text(pairs)}})
+        assert state.established is not None
+        return CommissionedOut(console_id=console_id, by=who.name,
+                               established=pairs_text(state.established.pairs))
+
+    @app.post("/consoles/{console_id}/commission", include_in_schema=False)
+    def commission_form(who: Who, console_id: int,
+                        csrf_token: Annotated[str, Form(max_length=200)] = "",
+                        convention: Annotated[str, Form(max_length=200)] = "",
+                        note: Annotated[str, Form(max_length=NOTE_MAX + 100)] = "") -> Response:
+        check_csrf(who, csrf_token)
+        if not who.may_acknowledge:
+            raise Forbidden(f"{who.name} is a {who.role.value}: only a physicist commissions")
+        done = _commission(console_id, who, convention.split(","), note)
+        if isinstance(done, str):
+            return _consoles_page(who, 400, done)
+        return RedirectResponse("/consoles", 303)
 
     # --- REST API -------------------------------------------------------------------------
 
@@ -660,6 +717,18 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
             return [ConsoleOut(console=c.console, objects=c.objects, flagged=c.flagged,
                                last_received_at=c.last_received_at)
                     for c in consoles_seen(session)]
+
+    @app.post("/api/v1/consoles/{console_id}/commission", response_model=CommissionedOut,
+              status_code=201, tags=["consoles"])
+    def api_commission(request: Request, who: Physicist, console_id: int,
+                       body: CommissionRequest) -> Any:
+        """Commission a console's (order, direction) pairs (a physicist; added record, never
+        an edit; with a session cookie, send its CSRF token in ``X-CSRF-Token``)."""
+        check_csrf(who, request.headers.get(CSRF_HEADER))
+        done = _commission(console_id, who, body.convention, body.note)
+        if isinstance(done, str):
+            return JSONResponse({"detail": done}, 404 if done.startswith("no console") else 422)
+        return done
 
     # --- DICOMweb STOW-RS -----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from node.audit.models import AlertOutbox, DecisionRecord
 from node.audit.store import acknowledge, open_database
 from node.audit.writer import record_checked
 from node.consoles.checks import ConsoleChecker
-from node.records import Placement, Receipt, Source
+from node.records import AlertState, Placement, Receipt, Source
 from tests.node.conftest import make_settings
 
 _UIDS = itertools.count(1)
@@ -86,7 +86,7 @@ def test_a_flooding_console_gets_one_digest_per_window(tmp_path: Path, smtp: Any
     assert len(sink.messages) == 2
     assert other[0] in str(sink.messages[1]["Subject"])
     rows = _rows(engine)
-    assert all(rows[u].state == "pending" and rows[u].attempts == 0 for u in burst)
+    assert all(rows[u].state == AlertState.PENDING and rows[u].attempts == 0 for u in burst)
     # one of the burst is acknowledged before its digest goes: left out, and why
     with Session(engine) as session, session.begin():
         d = session.scalars(select(DecisionRecord).where(
@@ -104,8 +104,9 @@ def test_a_flooding_console_gets_one_digest_per_window(tmp_path: Path, smtp: Any
     assert burst[2] not in body and first[0] not in body
     assert body.count("Reason:           cannot be parsed") == 5
     rows = _rows(engine)
-    assert rows[burst[2]].state == "not_sent" and "Dr Who" in str(rows[burst[2]].last_error)
-    assert all(rows[u].state == "sent" and rows[u].attempts == 1 for u in listed)
+    assert rows[burst[2]].state == AlertState.NOT_SENT
+    assert "Dr Who" in str(rows[burst[2]].last_error)
+    assert all(rows[u].state == AlertState.SENT and rows[u].attempts == 1 for u in listed)
     assert len({rows[u].sent_at for u in listed}) == 1
     assert sender.run_once() == 0 and len(sink.messages) == 3  # none sent twice
 

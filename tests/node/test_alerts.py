@@ -26,7 +26,7 @@ from model.errors import InvalidReason
 from node.alerts.sender import OutboxSender
 from node.audit.models import AlertOutbox
 from node.audit.store import open_database, record_receipts
-from node.records import Placement, Receipt, Source
+from node.records import AlertState, Placement, Receipt, Source
 from tests.node.conftest import (
     SmtpSink,
     cli,
@@ -72,7 +72,7 @@ def test_alerts_survive_smtp_outage_and_restart(
             break
         time.sleep(0.1)
     assert len(rows) == len(flagged)
-    assert all(r.state == "pending" and r.attempts >= 1 and r.last_error for r in rows)
+    assert all(r.state == AlertState.PENDING and r.attempts >= 1 and r.last_error for r in rows)
     assert {export(data)[u]["alert_state"] for u in flagged} == {"pending"}
     node.stop()
 
@@ -84,9 +84,9 @@ def test_alerts_survive_smtp_outage_and_restart(
         subjects = " ".join(m["Subject"] for m in messages)
         assert all(uid in subjects for uid in flagged)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(r.state != "sent" for r in outbox(data)):
+        while time.monotonic() < deadline and any(r.state != AlertState.SENT for r in outbox(data)):
             time.sleep(0.1)
-        assert all(r.state == "sent" and r.sent_at is not None for r in outbox(data))
+        assert all(r.state == AlertState.SENT and r.sent_at is not None for r in outbox(data))
 
 
 @needs_dcmtk
@@ -180,7 +180,7 @@ def test_wrong_password_keeps_alerts_pending(
                 break
             time.sleep(0.1)
         # aiosmtpd answers a wrong password by going silent: the login fails either way
-        assert rows and all(r.state == "pending" and r.attempts >= 1 and r.last_error
+        assert rows and all(r.state == AlertState.PENDING and r.attempts >= 1 and r.last_error
                             for r in rows)
         assert sink.messages == []
 
@@ -233,8 +233,8 @@ def test_one_bad_message_is_failed_once_and_the_others_go_on(
         decision_id = session.scalars(select(AlertOutbox.decision_id)).first()
         now = dt.datetime.now(dt.UTC)
         bad = AlertOutbox(decision_id=decision_id, recipients="physics@example.org\r\nBcc: x@y",
-                          subject="unbuildable", body="b", state="pending", attempts=0,
-                          created_at=now, next_attempt_at=now)
+                          subject="unbuildable", body="b", state=AlertState.PENDING.value,
+                          attempts=0, created_at=now, next_attempt_at=now)
         session.add(bad)
         session.flush()
         bad_id = bad.id
@@ -257,9 +257,9 @@ def test_one_bad_message_is_failed_once_and_the_others_go_on(
     assert all(rcpts == ["physics@example.org"] for _, rcpts in sink.envelopes)
 
     rows = {r.id: r for r in outbox(tmp_path)}
-    assert rows[bad_id].state == "failed" and rows[bad_id].attempts == 1
+    assert rows[bad_id].state == AlertState.FAILED and rows[bad_id].attempts == 1
     assert rows[bad_id].last_error and "recipient" in rows[bad_id].last_error.lower()
-    assert all(r.state == "sent" for i, r in rows.items() if i != bad_id)
+    assert all(r.state == AlertState.SENT for i, r in rows.items() if i != bad_id)
     errors = _alert_logs(caplog, logging.ERROR)
     assert len(errors) == 1 and errors[0].fields["alert_id"] == bad_id  # type: ignore[attr-defined]
     rc, out = cli("audit", "--data-dir", str(tmp_path), "export")
@@ -306,7 +306,7 @@ def test_no_recipients_waits_quietly_and_loses_nothing(
     warnings = _alert_logs(caplog, logging.WARNING)
     assert len(warnings) == 1, [w.getMessage() for w in warnings]
     rows = outbox(tmp_path)
-    assert len(rows) == 6 and all(r.state == "pending" and r.attempts == 0 for r in rows)
+    assert len(rows) == 6 and all(r.state == AlertState.PENDING and r.attempts == 0 for r in rows)
 
     # once recipients are configured (a restart), every waiting alert goes out at once
     settings = make_settings(tmp_path, port, alerts={"poll_s": 0.1})

@@ -23,6 +23,7 @@ from model.training.histories import (
 from node.alerts.sender import OutboxSender
 from node.audit.models import AlertOutbox, ConsoleCheck
 from node.audit.store import open_database
+from node.records import AlertState
 from tests.node.conftest import (
     cli,
     export,
@@ -124,7 +125,7 @@ def test_acknowledged_before_sending_is_not_sent(tmp_path: Path, node_factory: A
         assert sink.messages == []
         with Session(engine) as session:
             row = session.scalars(select(AlertOutbox)).one()
-            assert row.state == "not_sent"
+            assert row.state == AlertState.NOT_SENT
             assert "acknowledged by Dr Physicist" in (row.last_error or "")
         engine.dispose()
     assert export(data_dir)[uid]["alert_state"] == "not_sent"

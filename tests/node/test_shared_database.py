@@ -21,7 +21,7 @@ from node.alerts.sender import OutboxSender
 from node.audit.models import AlertOutbox, DecisionRecord, ReceivedObject, utcnow
 from node.audit.store import open_database
 from node.dimse.service import Node
-from node.records import Origin
+from node.records import AlertState, Origin
 from tests.node.conftest import make_settings, sro_files
 from tests.postgres import Cluster, cluster, needs_postgres
 
@@ -197,7 +197,7 @@ def test_two_senders_send_each_alert_once(tmp_path: Path, db_url: str, sro_dir: 
     assert sum(s.sent for s in senders) == queued
     with Session(engine) as session:
         states = session.execute(select(AlertOutbox.state, AlertOutbox.claimed_by)).all()
-        assert all(state == "sent" and by is None for state, by in states)
+        assert all(state == AlertState.SENT and by is None for state, by in states)
     engine.dispose()
 
 
