@@ -4,8 +4,9 @@ Writes a synthetic set with `sro-decoder synth --layout xvi`, decodes the folder
 `elekta_xvi` profile through `model.pipeline.decode_files` (pairing included) for the energy
 model and the analytic decoder, and prints, against truth.jsonl: SROs decoded from their own
 companion, decisions, confident-and-wrong (a confident convention not clinically equivalent to
-the truth), coverage (truth in the credible set) and false alarms on clean cases, and
-out-of-distribution recall on the corrupted ones.
+the truth; here counted strictly: the truth outside the credible set), coverage (truth in the
+credible set) and false alarms (out of distribution or a failing check) on clean cases, and, per
+labelled corruption, how many are flagged.
 
     python bench/evaluate_xvi.py [--n 2000] [--seed 77] [--corrupt-fraction 0.2]
 """
@@ -43,7 +44,8 @@ def evaluate(folder: Path, model: str) -> dict[str, object]:
             continue
         counts["sros"] += 1
         counts[f"decision {row['decision']}"] += 1
-        if row.get("offset_source") == t["companion_sop_instance_uid"]:
+        source = row.get("offset_source") or {}
+        if source.get("sop_instance_uid") == t["companion_sop_instance_uid"]:
             counts["decoded from its own companion"] += 1
         clean = t["corruption"] is None
         counts["clean" if clean else "corrupted"] += 1
@@ -57,12 +59,17 @@ def evaluate(folder: Path, model: str) -> dict[str, object]:
                 counts["clean confident, truth not in credible set"] += 1
             if truth_c in credible:
                 counts["clean covered"] += 1
+            if record.decision is DecisionKind.OUT_OF_DISTRIBUTION or any(
+                    c.result.flags for c in record.checks):
+                counts["clean false alarm (out_of_distribution or a failing check)"] += 1
+        else:
+            kind = f"corrupted {t['corruption']}"
+            counts[kind] += 1
             if record.flagged:
-                counts["clean flagged (false alarm)"] += 1
-        elif record.decision is DecisionKind.OUT_OF_DISTRIBUTION:
-            counts["corrupted out_of_distribution"] += 1
-        elif record.decision is DecisionKind.CONFIDENT and truth_c not in credible:
-            counts["corrupted confident, truth not in credible set"] += 1
+                counts[f"{kind} flagged"] += 1
+            if record.decision is DecisionKind.CONFIDENT and not record.flagged \
+                    and truth_c not in credible:
+                counts[f"{kind} confident, unflagged, truth not in credible set"] += 1
     return dict(sorted(counts.items()))
 
 
