@@ -42,7 +42,8 @@ class Archived:
     size_bytes: int
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a new or removed name) durable: fsync the folder itself."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -87,10 +88,10 @@ class Archive:
             created = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
             if created:  # the new folder's entry must itself be durable
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 if path.parent.parent != self.root.parent:
                     with contextlib.suppress(OSError):
-                        _fsync_dir(path.parent.parent)
+                        fsync_dir(path.parent.parent)
             self._made.add(path)
 
     def store(self, sop_instance_uid: str | None, data: bytes) -> Archived:
@@ -134,7 +135,7 @@ class Archive:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return Archived(final, self.relative(final), placement, len(data))
 
     def files(self) -> Iterator[Path]:

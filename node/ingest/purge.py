@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from node.audit.models import utcnow
 from node.audit.purge import Group, PurgePlan, Removed, plan_purge, recorded_paths, remove_groups
-from node.ingest.archive import Archive
+from node.ingest.archive import Archive, fsync_dir
 from node.settings import RetentionSettings
 
 log = logging.getLogger("node.ingest.purge")
@@ -41,14 +41,6 @@ log = logging.getLogger("node.ingest.purge")
 JOURNAL = ".purge-journal"
 LOCK = ".purge.lock"
 _FOLDERS = ("objects", "duplicates", "unnamed")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -86,7 +78,7 @@ class PurgeJournal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def read(self) -> list[str]:
         if not self.path.is_file():
@@ -102,7 +94,7 @@ class PurgeJournal:
     def clear(self) -> None:
         if self.path.exists():
             self.path.unlink()
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def remove_files(self, paths: Sequence[str]) -> int:
         """Remove these archived files (missing ones are fine); return how many were there."""
@@ -117,7 +109,7 @@ class PurgeJournal:
                 folders.add(path.parent)
         for folder in folders:
             with contextlib.suppress(OSError):
-                _fsync_dir(folder)
+                fsync_dir(folder)
         return removed
 
     def finish(self, engine: Engine) -> int:

@@ -41,25 +41,30 @@ name = "analytic"
 
 
 class ServeProcess:
-    """``sro-decoder serve`` in a child process; the port is read from its 'listening' log."""
+    """``sro-decoder serve`` in a child process; the port is read from its 'listening' log.
 
-    def __init__(self, tmp_path: Path, data_dir: Path) -> None:
-        config = tmp_path / "node.toml"
-        config.write_text(CONFIG)
+    ``config``: the TOML text the node runs with (written beside the data folder's parent).
+    """
+
+    def __init__(self, tmp_path: Path, data_dir: Path, config: str = CONFIG, *,
+                 name: str = "node", start_timeout_s: float = 60.0) -> None:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SRO_DECODER_")}
+        self.data = data_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli.main", "serve", "--config", str(config),
+            [sys.executable, "-m", "node.cli.main", "serve", "--config", str(path),
              "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.lines: list[dict[str, Any]] = []
         self.port: int | None = None
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._ready.wait(60) or self.port is None:
+        if not self._ready.wait(start_timeout_s) or self.port is None:
             self.proc.kill()
-            raise AssertionError("the node did not start: " + json.dumps(self.lines[-5:]))
+            raise AssertionError(f"{name} did not start: " + json.dumps(self.lines[-5:]))
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -73,6 +78,16 @@ class ServeProcess:
                 self.port = int(record["port"])
                 self._ready.set()
         self._ready.set()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
     def events(self) -> list[str]:
         return [str(r.get("event")) for r in self.lines]

@@ -7,11 +7,8 @@ no alert is sent twice."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,6 +21,7 @@ from sqlalchemy.orm import Session
 from model.training.synth import SynthConfig, generate, write_set
 from node.audit.models import AlertOutbox, DecisionRecord, ReceivedObject
 from tests.node.conftest import STORESCU, needs_dcmtk, smtp_server, storescu_results
+from tests.node.test_crash_and_shutdown import ServeProcess
 from tests.postgres import cluster, needs_postgres
 
 CONFIG = """
@@ -49,47 +47,11 @@ name = "analytic"
 """
 
 
-class Serve:
-    """One node process; its port is read from its 'listening' log line."""
-
-    def __init__(self, tmp_path: Path, name: str, url: str, smtp_port: int) -> None:
-        config = tmp_path / f"{name}.toml"
-        config.write_text(CONFIG.format(name=name, url=url, smtp_port=smtp_port))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SRO_DECODER_")}
-        self.data = tmp_path / name
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli.main", "serve", "--config", str(config),
-             "--data-dir", str(self.data)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        self.lines: list[dict[str, Any]] = []
-        self.port: int | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(90) or self.port is None:
-            self.proc.kill()
-            raise AssertionError(f"{name} did not start: " + json.dumps(self.lines[-5:]))
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = {"event": line.rstrip()}
-            self.lines.append(record)
-            if record.get("event") == "listening":
-                self.port = int(record["port"])
-                self._ready.set()
-        self._ready.set()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+def serve(tmp_path: Path, name: str, url: str, smtp_port: int) -> ServeProcess:
+    """One node process of the pair, on the shared database ``url``."""
+    return ServeProcess(tmp_path, tmp_path / name,
+                        CONFIG.format(name=name, url=url, smtp_port=smtp_port),
+                        name=name, start_timeout_s=90)
 
 
 def _push(port: int, files: list[Path]) -> list[subprocess.Popen[str]]:
@@ -148,8 +110,8 @@ def test_two_nodes_one_postgresql_burst_and_sigkill(
     write_set(generate(SynthConfig(n=300, seed=22, corrupt_fraction=0.1)), burst2)
     with cluster() as pg, smtp_server() as (sink, smtp_port):
         url = pg.database()
-        a = Serve(tmp_path, "node-a", url, smtp_port)
-        b = Serve(tmp_path, "node-b", url, smtp_port)
+        a = serve(tmp_path, "node-a", url, smtp_port)
+        b = serve(tmp_path, "node-b", url, smtp_port)
         nodes = [a, b]
         try:
             files = sorted(burst1.glob("*.dcm"))
@@ -180,7 +142,7 @@ def test_two_nodes_one_postgresql_burst_and_sigkill(
             ok_a = _succeeded(senders_a)
             assert 0 < len(ok_a) < len(files), "the kill must land in the middle of the burst"
             acknowledged = ok_a | _succeeded(senders_b)
-            nodes.append(a2 := Serve(tmp_path, "node-a", url, smtp_port))
+            nodes.append(a2 := serve(tmp_path, "node-a", url, smtp_port))
             assert a2.port is not None
             truth2 = _truth(burst2)
             archived = {p.name[:-len(".dcm")] for n in (a, b)
