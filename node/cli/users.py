@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from node.cli.common import UsageError, add_settings_arguments, settings_from_args
@@ -126,10 +127,10 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_disable(args: argparse.Namespace) -> int:
+def _change_user(args: argparse.Namespace, change: Callable[[Any, Any], str | None]) -> int:
+    """Run ``change(session, user)`` on the user ``args.name`` in one transaction; print what it
+    returns (exit 0), or exit 1 when there is no such user or ``change`` returns ``None``."""
     from sqlalchemy.orm import Session
-
-    from node.audit.users import disable
 
     engine = _engine(args)
     try:
@@ -137,48 +138,44 @@ def run_disable(args: argparse.Namespace) -> int:
             user = _user(session, args.name)
             if user is None:
                 return 1
-            disable(session, user)
+            out = change(session, user)
     finally:
         engine.dispose()
-    print(f"disabled {args.name}")
+    if out is None:
+        return 1
+    print(out)
     return 0
+
+
+def run_disable(args: argparse.Namespace) -> int:
+    from node.audit.users import disable
+
+    def change(session: Any, user: Any) -> str:
+        disable(session, user)
+        return f"disabled {args.name}"
+
+    return _change_user(args, change)
 
 
 def run_passwd(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
     from node.audit.users import set_password
 
     password = _password(args)
-    engine = _engine(args)
-    try:
-        with Session(engine) as session, session.begin():
-            user = _user(session, args.name)
-            if user is None:
-                return 1
-            set_password(session, user, password)
-    finally:
-        engine.dispose()
-    print(f"password of {args.name} set")
-    return 0
+
+    def change(session: Any, user: Any) -> str:
+        set_password(session, user, password)
+        return f"password of {args.name} set"
+
+    return _change_user(args, change)
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
     from node.audit.users import new_token
 
-    engine = _engine(args)
-    try:
-        with Session(engine) as session, session.begin():
-            user = _user(session, args.name)
-            if user is None:
-                return 1
-            if user.disabled:
-                print(f"sro-decoder: {args.name} is disabled", file=sys.stderr)
-                return 1
-            token = new_token(session, user)
-    finally:
-        engine.dispose()
-    print(token)  # the only time it is shown: only its SHA-256 is kept
-    return 0
+    def change(session: Any, user: Any) -> str | None:
+        if user.disabled:
+            print(f"sro-decoder: {args.name} is disabled", file=sys.stderr)
+            return None
+        return new_token(session, user)  # shown this once: only its SHA-256 is kept
+
+    return _change_user(args, change)
