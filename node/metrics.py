@@ -104,6 +104,11 @@ class Metrics:
             running += n
             lines.append(f'{full}_bucket{{le="{_number(bound)}"}} {running}')
         lines += [f"{full}_sum {_number(total)}", f"{full}_count {running}"]
+        return "\n".join(lines) + "\n" + self.gauge_lines()
+
+    def gauge_lines(self) -> str:
+        """The scraped gauges alone, in the Prometheus text format."""
+        lines: list[str] = []
         for name, (text, read) in self._gauges.items():
             reading: float | None
             try:
@@ -115,7 +120,7 @@ class Metrics:
             full = PREFIX + name
             lines += [f"# HELP {full} {text}", f"# TYPE {full} gauge",
                       f"{full} {_number(reading)}"]
-        return "\n".join(lines) + "\n"
+        return "".join(line + "\n" for line in lines)
 
 
 def parse_exposition(text: str) -> Iterable[tuple[str, dict[str, str], float]]:

@@ -3,6 +3,8 @@
 Plain SMTP or STARTTLS (RFC 3207), optional login. A failed delivery keeps the e-mail pending
 with a backoff that doubles up to ``[alerts] retry_max_s``; the outbox is in the audit database,
 so an SMTP outage or a restart delays alerts but never loses one (delivery is at least once).
+An alert's Message-ID (RFC 5322 section 3.6.4) is the same each time it is sent, so the one copy
+a kill can cause (below) is recognisable, and mail systems that drop repeated Message-IDs do.
 
 One message that cannot be built or sent at all (anything but a network or SMTP error) is marked
 ``failed`` with its reason, logged once at ERROR and never retried; the other messages of the
@@ -12,8 +14,11 @@ counted) and the sender says so once, not once per alert per pass.
 
 Several nodes may share the outbox: each pass claims its alerts first
 (:func:`node.audit.store.claim_alerts`, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so one alert
-is sent by one sender; only a sender killed between handing an e-mail to the server and marking
-it sent leaves it to be sent again, once its claim expires or its node starts again.
+is sent by one sender, exactly once while its sender lives. Only a sender killed in the moment
+between the SMTP server's acceptance of an e-mail and the commit that marks it sent leaves that
+e-mail to be sent again (once its claim expires or its node starts again): no exchange between
+two systems can close that window, and a second copy is safer than a lost alert. Each e-mail
+names the node that sent it (``X-SRO-Decoder-Node``).
 
 At most one e-mail per console per ``[alerts] digest_window_s``: a flooding console's further
 alerts wait and go out as one digest listing every object (:mod:`node.alerts.digest`); a
@@ -32,7 +37,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -59,8 +64,16 @@ _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
 _ERROR_MAX = 1000
 
 
-def build_email(row: AlertOutbox | DigestMessage, sender: str, recipients: Sequence[str]
-                ) -> EmailMessage:
+def message_id(row: AlertOutbox | DigestMessage, sender: str) -> str:
+    """The Message-ID of ``row``'s e-mail: the same whenever it is sent (RFC 5322 section
+    3.6.4): its id and creation time, at the domain of the sender address."""
+    domain = re.sub(r"[^A-Za-z0-9.-]", "", sender.rpartition("@")[2]) or "sro-decoder.invalid"
+    stamp = row.created_at.strftime("%Y%m%d%H%M%S%f")
+    return f"<sro-alert-{re.sub(r'[^A-Za-z0-9.-]', '', str(row.id))}.{stamp}@{domain}>"
+
+
+def build_email(row: AlertOutbox | DigestMessage, sender: str, recipients: Sequence[str],
+                node: str = "") -> EmailMessage:
     """The RFC 5322 message of one outbox row (or of a console's digest of several).
 
     The subject is made one header-safe line here as well as by the composer (a row may have
@@ -76,8 +89,10 @@ def build_email(row: AlertOutbox | DigestMessage, sender: str, recipients: Seque
     msg["To"] = ", ".join(recipients)
     msg["Subject"] = header_safe(row.subject)
     msg["Date"] = format_datetime(row.created_at)
-    msg["Message-ID"] = make_msgid(idstring=f"sro-alert-{row.id}")
+    msg["Message-ID"] = message_id(row, sender)
     msg["X-SRO-Decoder-Alert"] = str(row.id)
+    if node:
+        msg["X-SRO-Decoder-Node"] = header_safe(node)
     msg.set_content(row.body)
     return msg
 
@@ -223,7 +238,7 @@ class OutboxSender:
                         message = build_email(
                             group[0] if key is None or len(group) == 1
                             else compose_digest(key, group, window_s),
-                            self._smtp.sender, recipients)
+                            self._smtp.sender, recipients, self._node)
                     except Exception as exc:  # this message can never be built: the next one
                         for member in group:
                             self._give_up(session, member, exc)

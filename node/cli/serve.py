@@ -60,14 +60,12 @@ def run(args: argparse.Namespace) -> int:
         node.stop(0)
         return 1
     web = None
-    if settings.web.enabled:
-        from node.web.app import create_app
-        from node.web.server import WebServer
+    if settings.web.enabled:  # in its own process, linked to this one (node/web/process.py)
+        from node.web.process import WebProcess
 
-        assert node.engine is not None
+        assert node.store is not None
         try:
-            web = WebServer(create_app(settings, node.engine, metrics=node.metrics,
-                                       store=node.store), settings.web)
+            web = WebProcess(settings, node.store, node.metrics)
             web.start()
         except Exception as exc:
             log.error("cannot start the web console", extra={"fields": {"error": repr(exc)}})

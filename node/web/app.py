@@ -45,7 +45,6 @@ from node.audit.models import Console, DecisionRecord, User, utcnow
 from node.audit.store import acknowledge, alert_state, duplicates_of, export_record
 from node.audit.users import find_user, recent_failures, record_login, verify_password
 from node.consoles.store import commission, list_consoles
-from node.ingest.receipt import StoreHandler
 from node.metrics import Metrics
 from node.settings import Settings
 from node.text import NOTE_MAX, operator_text, visible
@@ -64,6 +63,7 @@ from node.web.auth import (
     same_token,
     session_key,
 )
+from node.web.link import PartStore
 from node.web.ops import readiness
 from node.web.queries import (
     DECISIONS,
@@ -88,13 +88,14 @@ _MACHINE_PATHS = ("/api/", "/dicomweb/", "/metrics", "/readyz")
 
 @dataclass
 class WebContext:
-    """What the routes share: the settings, the engine, the counters, the C-STORE handler
-    (``None`` when the web application runs alone) and the decoders ``decode`` loads."""
+    """What the routes share: the settings, the engine, the counters, the node's store for
+    STOW-RS (its C-STORE handler, or the link to it; ``None`` when the web application runs
+    alone) and the decoders ``decode`` loads."""
 
     settings: Settings
     engine: Engine
     metrics: Metrics
-    store: StoreHandler | None
+    store: PartStore | None
     sessions: Sessions
     templates: jinja2.Environment
     _decoders: dict[str, Decoder] = field(default_factory=dict)
@@ -312,8 +313,10 @@ def _templates() -> jinja2.Environment:
 
 
 def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = None,
-               store: StoreHandler | None = None) -> FastAPI:
-    """The web application over ``engine`` (module docstring)."""
+               store: PartStore | None = None,
+               node_alive: Callable[[], bool] | None = None) -> FastAPI:
+    """The web application over ``engine`` (module docstring). ``node_alive``: in the node's
+    web process, whether the node answers its link (a check of ``/readyz``)."""
     web = settings.web
     ctx = WebContext(
         settings=settings, engine=engine, metrics=metrics or Metrics(), store=store,
@@ -377,7 +380,7 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
     def readyz(who: Who) -> JSONResponse:
         """Database reachable, archive writable, free disk above the floor, oldest unsent
         alert younger than the limit: each with its state; 503 when one fails."""
-        state = readiness(settings, engine)
+        state = readiness(settings, engine, node_alive)
         return JSONResponse(state, 200 if state["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)

@@ -314,3 +314,25 @@ def test_no_recipients_waits_quietly_and_loses_nothing(
     assert len(sink.wait_for(6, timeout=5)) == 6
     assert all(rcpts == ["physics@example.org"] for _, rcpts in sink.envelopes)
     engine.dispose()
+
+
+def test_an_alert_keeps_its_message_id_when_sent_again_and_names_its_node() -> None:
+    """A second copy (a sender killed between the SMTP server's acceptance and its commit) is
+    recognisable: the Message-ID depends on the alert alone, never on when it was sent."""
+    from node.alerts.digest import DigestMessage
+    from node.alerts.sender import build_email
+
+    created = dt.datetime(2026, 12, 1, 8, 30, 5, 123456, tzinfo=dt.UTC)
+    row = AlertOutbox(id=41, subject="s", body="b", created_at=created)
+    first = build_email(row, "sro@clinic.example.org", ["physics@example.org"], "node-a")
+    time.sleep(0.01)
+    again = build_email(row, "sro@clinic.example.org", ["physics@example.org"], "node-b")
+    assert first["Message-ID"] == again["Message-ID"] == (
+        "<sro-alert-41.20261201083005123456@clinic.example.org>")
+    assert (first["X-SRO-Decoder-Node"], again["X-SRO-Decoder-Node"]) == ("node-a", "node-b")
+    other = AlertOutbox(id=42, subject="s", body="b", created_at=created)
+    assert build_email(other, "sro@clinic.example.org", [])["Message-ID"] != first["Message-ID"]
+    digest = DigestMessage(id="41-47", subject="s", body="b", created_at=created)
+    assert build_email(digest, "sro@x.org", [])["Message-ID"] == (
+        "<sro-alert-41-47.20261201083005123456@x.org>")
+    assert "X-SRO-Decoder-Node" not in build_email(digest, "sro@x.org", [])

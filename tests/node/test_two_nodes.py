@@ -2,7 +2,9 @@
 each file of 300 pushed to both nodes at once over 4 associations each gives one decision per
 SOP Instance UID, the second copies recorded as duplicates, each alert e-mailed once; then one
 node is killed with SIGKILL in a second burst and restarted: nothing acknowledged is lost and
-no alert is sent twice."""
+no alert is sent twice, but for the one the killed node may have had in flight: handed to the
+SMTP server and not yet marked sent when it died (``node.alerts.sender``); that one comes again
+with the same Message-ID."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import json
 import signal
 import subprocess
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +98,33 @@ def _check_database(url: str, uids: set[str]) -> tuple[int, int]:
 
 
 def _alert_ids(sink: Any, count: int, timeout: float = 60.0) -> Counter[str]:
-    sink.wait_for(count, timeout=timeout)
+    """How many copies of each alert the sink received, once ``count`` distinct ones came."""
+    deadline = time.monotonic() + timeout
+    while (len({str(m["X-SRO-Decoder-Alert"]) for m in sink.wait_for(count, 0.05)}) < count
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
     time.sleep(1.5)  # a few more outbox passes: a second sending would show now
     return Counter(str(m["X-SRO-Decoder-Alert"]) for m in sink.messages)
+
+
+def _in_flight_copies(sink: Any, killed: ServeProcess) -> list[str]:
+    """The alerts received twice. Each must be the one the killed node was sending when it
+    died: its first copy from that node, which never logged it sent, both copies with one
+    Message-ID; one sender thread has at most one e-mail in flight."""
+    killed._reader.join(10)  # every line the killed process wrote, to its end
+    logged = {str(i) for r in killed.lines if r.get("event") == "alert sent"
+              for i in r.get("alert_ids", [])}
+    copies: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for m in sink.messages:
+        copies[str(m["X-SRO-Decoder-Alert"])].append(
+            (str(m["X-SRO-Decoder-Node"]), str(m["Message-ID"])))
+    twice = sorted(i for i, c in copies.items() if len(c) > 1)
+    assert len(twice) <= 1, {i: copies[i] for i in twice}
+    for i in twice:
+        (first_node, first_id), (_, again_id), *more = copies[i]
+        assert not more and first_node == "node-a" and i not in logged, copies[i]
+        assert first_id == again_id, copies[i]
+    return twice
 
 
 @needs_dcmtk
@@ -150,11 +176,13 @@ def test_two_nodes_one_postgresql_burst_and_sigkill(
             must = {truth2[f] for f in acknowledged} | (archived & set(truth2.values()))
             _, alerts = _check_database(url, must | set(truth.values()))
             ids = _alert_ids(sink, alerts)
-            assert set(ids.values()) == {1}, ids.most_common(3)
-            assert len(ids) == alerts
+            assert len(ids) == alerts  # every alert e-mailed
+            again = _in_flight_copies(sink, a)
+            assert {n for i, n in ids.items() if i not in again} == {1}, ids.most_common(3)
             print(f"burst 2: node a acknowledged {len(ok_a)} before SIGKILL, "
                   f"{len(acknowledged)} acknowledged, {len(must)} recorded, "
-                  f"{alerts} alerts in all, each sent once")
+                  f"{alerts} alerts in all, each sent once but {again or 'none'} "
+                  "(in flight at the kill, sent again with its Message-ID)")
         finally:
             for n in nodes:
                 n.stop()
