@@ -8,7 +8,8 @@ node without it, in the same run.
    ``sro-decoder web`` runs on it in its own process; each URL is fetched ``--repeat`` times by a
    logged-in client (the page) or with an API token (the API). Prints the median and the 90th
    percentile; the target is a median under 200 ms.
-2. ``sro-decoder serve`` in its own process, with ``[web] enabled`` and without, pushed ``--n``
+2. ``sro-decoder serve`` in its own process, with ``[web] enabled`` (the web console, a process
+   of its own, node/web/process.py, answering ``/healthz`` first) and without, pushed ``--n``
    synthetic SROs by DCMTK ``storescu`` over one association, alternately, ``--rounds`` times;
    prints instances/s and the ratio (target: within 10%).
 
@@ -153,18 +154,23 @@ def bench_pages(work: Path, n: int, repeat: int) -> bool:
 
 
 def serve(work: Path, name: str, web: bool) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port, web_port = free_port(), free_port()
     data = work / name
     data.mkdir(parents=True)
     config = data / "bench.toml"
     config.write_text('[node]\nhost = "127.0.0.1"\n[smtp]\nhost = "127.0.0.1"\nport = 1\n'
                       '[log]\nlevel = "WARNING"\n'
-                      f'[web]\nenabled = {"true" if web else "false"}\nport = {free_port()}\n')
+                      f'[web]\nenabled = {"true" if web else "false"}\nport = {web_port}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRO_DECODER_")}
     proc = subprocess.Popen([sys.executable, "-m", "node.cli.main", "serve", "--config",
                              str(config), "--data-dir", str(data / "data"), "--port", str(port),
                              "--model", "analytic"], env=env, stderr=subprocess.DEVNULL)
     wait_port(port, proc, None)
+    if web:  # the web console answers before the burst: its start-up is not measured
+        wait_port(web_port, proc, None)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{web_port}/healthz", timeout=30).status_code == 200
     return proc, port
 
 
