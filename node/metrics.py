@@ -104,11 +104,6 @@ class Metrics:
             running += n
             lines.append(f'{full}_bucket{{le="{_number(bound)}"}} {running}')
         lines += [f"{full}_sum {_number(total)}", f"{full}_count {running}"]
-        return "\n".join(lines) + "\n" + self.gauge_lines()
-
-    def gauge_lines(self) -> str:
-        """The scraped gauges alone, in the Prometheus text format."""
-        lines: list[str] = []
         for name, (text, read) in self._gauges.items():
             reading: float | None
             try:
@@ -120,7 +115,7 @@ class Metrics:
             full = PREFIX + name
             lines += [f"# HELP {full} {text}", f"# TYPE {full} gauge",
                       f"{full} {_number(reading)}"]
-        return "".join(line + "\n" for line in lines)
+        return "\n".join(lines) + "\n"
 
 
 def parse_exposition(text: str) -> Iterable[tuple[str, dict[str, str], float]]:

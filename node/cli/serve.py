@@ -1,5 +1,6 @@
 """``sro-decoder serve``: run the DICOM node until SIGTERM or Ctrl-C; with ``[web] enabled``
-the web console (node/web) runs beside it in the same process and stops with it."""
+the web console (node/web) runs beside it in the same process, starts before the DICOM
+listener opens (no C-STORE waits on its start-up) and stops with it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 from node.cli.common import add_settings_arguments, settings_from_args
 
 log = logging.getLogger("node.serve")
+
+
+class _WebStartError(Exception):
+    """The web console did not start (its reason in ``cause``)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +54,23 @@ def run(args: argparse.Namespace) -> int:
     set_torch_threads(settings.model.torch_threads)  # before the decoder starts torch's pool
     quiet_pynetdicom_event_logs()
     node = Node(settings)
+    web: list[Any] = []  # the web console, started before the DICOM listener opens
+
+    def start_web(started: Node) -> None:
+        from node.web.app import create_app
+        from node.web.server import WebServer
+
+        assert started.engine is not None
+        try:
+            server = WebServer(create_app(settings, started.engine, metrics=started.metrics,
+                                          store=started.store), settings.web)
+            server.start()
+        except Exception as exc:
+            raise _WebStartError(exc) from exc
+        web.append(server)
+
     try:
-        node.start()
+        node.start(before_listening=start_web if settings.web.enabled else None)
     except UnknownModelError as exc:
         print(f"sro-decoder: setting [model] name: {exc}", file=sys.stderr)
         node.stop(0)
@@ -54,24 +79,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"sro-decoder: {exc}", file=sys.stderr)
         node.stop(0)
         return 2
+    except _WebStartError as exc:
+        log.error("cannot start the web console", extra={"fields": {"error": repr(exc.cause)}})
+        print(f"sro-decoder: cannot start the web console: {exc.cause}", file=sys.stderr)
+        node.stop(0)
+        return 1
     except Exception as exc:  # database, port, model weights: say why and stop
         log.error("cannot start", extra={"fields": {"error": repr(exc)}})
         print(f"sro-decoder: cannot start: {exc}", file=sys.stderr)
+        for server in web:
+            server.stop()
         node.stop(0)
         return 1
-    web = None
-    if settings.web.enabled:  # in its own process, linked to this one (node/web/process.py)
-        from node.web.process import WebProcess
-
-        assert node.store is not None
-        try:
-            web = WebProcess(settings, node.store, node.metrics)
-            web.start()
-        except Exception as exc:
-            log.error("cannot start the web console", extra={"fields": {"error": repr(exc)}})
-            print(f"sro-decoder: cannot start the web console: {exc}", file=sys.stderr)
-            node.stop(0)
-            return 1
 
     # What start-up built (torch, the model, pydicom's dictionaries, SQLAlchemy) lives as long as
     # the process: keep it out of the collector's full passes, which would otherwise walk it
@@ -88,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop_requested.wait(1.0):
         pass
-    if web is not None:
-        web.stop()
+    for server in web:
+        server.stop()
     node.stop()
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.uid import (
@@ -222,10 +223,14 @@ class Node:
         host, port = server.server_address[:2]
         return str(host), int(port)
 
-    def start(self) -> tuple[str, int]:
+    def start(self, before_listening: Callable[[Node], None] | None = None
+              ) -> tuple[str, int]:
         """Open the database (migrating it), reconcile the archive, then listen (plain TCP on
         ``[node] port`` and DICOM TLS on ``[tls] port``, or TLS only on ``[node] port`` with
-        ``[tls] port`` 0)."""
+        ``[tls] port`` 0). ``before_listening`` runs once the engine and the C-STORE handler
+        exist, before the first association can arrive (``serve`` starts its web console
+        there, so that no C-STORE waits on the console's start-up); what it raises stops the
+        start."""
         s = self.settings
         tls = server_context(s.tls) if s.tls.enabled else None  # a wrong file: stop first
         s.archive_dir.mkdir(parents=True, exist_ok=True)
@@ -263,6 +268,8 @@ class Node:
             (evt.EVT_RELEASED, handle_released),
             (evt.EVT_ABORTED, handle_aborted),
         ]
+        if before_listening is not None:
+            before_listening(self)
         accept_overlong_uids()
         self.ae = build_ae(s, self.adapters)
         peers = PeerPolicy.from_settings(s.peers)

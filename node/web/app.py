@@ -45,6 +45,7 @@ from node.audit.models import Console, DecisionRecord, User, utcnow
 from node.audit.store import acknowledge, alert_state, duplicates_of, export_record
 from node.audit.users import find_user, recent_failures, record_login, verify_password
 from node.consoles.store import commission, list_consoles
+from node.ingest.receipt import StoreHandler
 from node.metrics import Metrics
 from node.settings import Settings
 from node.text import NOTE_MAX, operator_text, visible
@@ -63,7 +64,6 @@ from node.web.auth import (
     same_token,
     session_key,
 )
-from node.web.link import PartStore
 from node.web.ops import readiness
 from node.web.queries import (
     DECISIONS,
@@ -88,14 +88,13 @@ _MACHINE_PATHS = ("/api/", "/dicomweb/", "/metrics", "/readyz")
 
 @dataclass
 class WebContext:
-    """What the routes share: the settings, the engine, the counters, the node's store for
-    STOW-RS (its C-STORE handler, or the link to it; ``None`` when the web application runs
-    alone) and the decoders ``decode`` loads."""
+    """What the routes share: the settings, the engine, the counters, the C-STORE handler
+    (``None`` when the web application runs alone) and the decoders ``decode`` loads."""
 
     settings: Settings
     engine: Engine
     metrics: Metrics
-    store: PartStore | None
+    store: StoreHandler | None
     sessions: Sessions
     templates: jinja2.Environment
     _decoders: dict[str, Decoder] = field(default_factory=dict)
@@ -313,10 +312,8 @@ def _templates() -> jinja2.Environment:
 
 
 def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = None,
-               store: PartStore | None = None,
-               node_alive: Callable[[], bool] | None = None) -> FastAPI:
-    """The web application over ``engine`` (module docstring). ``node_alive``: in the node's
-    web process, whether the node answers its link (a check of ``/readyz``)."""
+               store: StoreHandler | None = None) -> FastAPI:
+    """The web application over ``engine`` (module docstring)."""
     web = settings.web
     ctx = WebContext(
         settings=settings, engine=engine, metrics=metrics or Metrics(), store=store,
@@ -380,7 +377,7 @@ def create_app(settings: Settings, engine: Engine, *, metrics: Metrics | None = 
     def readyz(who: Who) -> JSONResponse:
         """Database reachable, archive writable, free disk above the floor, oldest unsent
         alert younger than the limit: each with its state; 503 when one fails."""
-        state = readiness(settings, engine, node_alive)
+        state = readiness(settings, engine)
         return JSONResponse(state, 200 if state["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)

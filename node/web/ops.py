@@ -11,7 +11,6 @@ import shutil
 import sqlite3
 import stat
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -59,15 +58,9 @@ def _archive(settings: Settings) -> tuple[bool, str]:
     return True, "writable"
 
 
-def readiness(settings: Settings, engine: Engine,
-              node_alive: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Each check's state and whether all pass (module docstring); beside a node, also
-    whether it answers (``node_alive``)."""
+def readiness(settings: Settings, engine: Engine) -> dict[str, Any]:
+    """Each check's state and whether all pass (module docstring)."""
     checks: dict[str, dict[str, Any]] = {}
-    if node_alive is not None:
-        up = node_alive()
-        checks["node"] = {"ok": up, "detail": "the DICOM node answers" if up
-                          else "the DICOM node does not answer its web console"}
     ok, detail = _database(settings, engine)
     checks["database"] = {"ok": ok, "detail": detail}
     ok, detail = _archive(settings)

@@ -1,5 +1,5 @@
-"""Uvicorn in a thread of the web console's process: ``sro-decoder web``, alone or as the
-process ``sro-decoder serve`` starts beside the DICOM listener (:mod:`node.web.process`)."""
+"""Uvicorn in a thread of the node's process: started beside the DICOM listener by
+``sro-decoder serve`` (or alone by ``sro-decoder web``), stopped with it."""
 
 from __future__ import annotations
 

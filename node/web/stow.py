@@ -21,13 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from model.dicom.statuses import StoreStatus
 from node.audit.models import utcnow
-from node.ingest.receipt import Stored
+from node.ingest.receipt import Stored, StoreHandler
 from node.records import Origin, Source
 from node.settings import Settings
 from node.web.auth import Principal
-from node.web.link import LinkError, PartStore
 
 DICOM_JSON = "application/dicom+json"
 _BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")  # RFC 2046 section 5.1.1
@@ -121,7 +119,7 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def store_instances(request: Request, store: PartStore, settings: Settings,
+async def store_instances(request: Request, store: StoreHandler, settings: Settings,
                           who: Principal, *, association_id: str) -> Response:
     """The STOW-RS request (module docstring)."""
     try:
@@ -146,8 +144,5 @@ async def store_instances(request: Request, store: PartStore, settings: Settings
                     association_id=association_id, received_at=utcnow(), source=Source.STOW_RS)
     results = []
     for _headers, content in parts:
-        try:
-            results.append(await run_in_threadpool(store.receive_part10, content, origin))
-        except LinkError as exc:  # the node's process did not answer: this part is not stored
-            results.append(Stored(int(StoreStatus.OUT_OF_RESOURCES), str(exc), None, None))
+        results.append(await run_in_threadpool(store.receive_part10, content, origin))
     return response_for(results)
