@@ -3,13 +3,16 @@
 The BCP 195 secure transport connection profile (RFC 9325): TLS 1.2 at least, and for TLS 1.2
 only the suites with forward secrecy and authenticated encryption (ECDHE or DHE key exchange,
 AES-GCM); TLS 1.3's suites are all of that kind and stay as OpenSSL offers them. No compression,
-no renegotiation. A file that cannot be loaded is a :class:`node.settings.SettingsError`
-naming its setting, so ``sro-decoder serve`` stops at start-up with that name.
+no renegotiation. A file that cannot be loaded, or a node certificate out of its validity
+period, is a :class:`node.settings.SettingsError` naming its setting, so ``sro-decoder serve``
+stops at start-up with that name.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from pathlib import Path
 
 from node.settings import SettingsError, TlsSettings
@@ -21,10 +24,40 @@ BCP195_CIPHERS = ":".join((
     "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
 ))
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+#: a node certificate that expires sooner than this is said at start-up
+EXPIRY_WARNING_DAYS = 30
+
+log = logging.getLogger("node.dimse.tls")
 
 
 def _reason(exc: Exception) -> str:
     return str(getattr(exc, "reason", None) or exc)
+
+
+def _check_validity(certificate: Path, now: float | None = None) -> None:
+    """The node's own certificate is within its validity period (RFC 5280 section 4.1.2.5):
+    one that has expired, or is not valid yet, fails every handshake, so it stops start-up
+    naming its dates; one that expires within :data:`EXPIRY_WARNING_DAYS` is said at start."""
+    try:  # the standard library's PEM decoder (the one ssl.getpeercert() uses)
+        decoded = ssl._ssl._test_decode_cert(str(certificate))  # type: ignore[attr-defined]
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except Exception:  # loaded above: only its dates are unread, and that is said
+        log.warning("the validity dates of [tls] certificate could not be read",
+                    extra={"fields": {"certificate": str(certificate)}})
+        return
+    now = time.time() if now is None else now
+    if now > not_after:
+        raise SettingsError(f"setting [tls] certificate: {certificate}: expired on "
+                            f"{decoded['notAfter']} (every TLS handshake would fail)")
+    if now < not_before:
+        raise SettingsError(f"setting [tls] certificate: {certificate}: not valid before "
+                            f"{decoded['notBefore']} (every TLS handshake would fail)")
+    days = (not_after - now) / 86400
+    if days < EXPIRY_WARNING_DAYS:
+        log.warning("the node's TLS certificate expires soon", extra={"fields": {
+            "certificate": str(certificate), "not_after": decoded["notAfter"],
+            "days_left": round(days, 1)}})
 
 
 def server_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -50,6 +83,7 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise SettingsError(f"setting [tls] key: {key}: not the PEM private key of "
                             f"[tls] certificate ({_reason(exc)})") from exc
+    _check_validity(certificate)
     if tls.ca_file:
         try:
             context.load_verify_locations(cafile=tls.ca_file)

@@ -72,6 +72,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     _issue(d, "client", "/CN=CONSOLE1", "ca", "2")
     _issue(d, "expired", "/CN=CONSOLE1", "ca", "-1")  # notAfter before now: expired
     _issue(d, "unknown", "/CN=CONSOLE1", "other", "2")
+    _issue(d, "long", "/CN=localhost", "ca", "60")  # beyond the 30-day warning
     return Certificates(d)
 
 
@@ -255,6 +256,7 @@ def test_a_missing_certificate_file_is_named(tmp_path: Path) -> None:
     ("server.key", "server.key", r"\[tls\] certificate: .*not a PEM certificate"),
     ("server.pem", "client.key", r"\[tls\] key: .*not the PEM private key"),
     ("server.pem", "server.ext", r"\[tls\] key"),
+    ("expired.pem", "expired.key", r"\[tls\] certificate: .*expired on .*GMT"),
 ])
 def test_a_wrong_certificate_or_key_stops_start_up_naming_it(
     tmp_path: Path, certs: Certificates, certificate: str, key: str, named: str,
@@ -277,3 +279,22 @@ def test_serve_reports_a_wrong_certificate_and_exits(tmp_path: Path,
              "SRO_DECODER_TLS__KEY": str(certs.client_key)})
     assert run.returncode == 2  # a wrong setting: the service unit does not restart it
     assert "setting [tls] certificate" in run.stderr
+
+
+def test_a_node_certificate_near_its_end_is_said_at_start_up(
+        certs: Certificates, caplog: pytest.LogCaptureFixture) -> None:
+    """Valid for two days: under the 30-day warning; the dates are the certificate's own."""
+    from node.dimse.tls import _check_validity
+
+    with caplog.at_level(logging.WARNING, logger="node.dimse.tls"):
+        _check_validity(certs.server_pem)
+    (record,) = [r for r in caplog.records if r.name == "node.dimse.tls"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert record.getMessage() == "the node's TLS certificate expires soon"
+    assert 1.0 < fields["days_left"] <= 2.0 and fields["not_after"].endswith("GMT")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="node.dimse.tls"):
+        _check_validity(certs.folder / "long.pem")
+    assert not [r for r in caplog.records if r.name == "node.dimse.tls"]
+    with pytest.raises(SettingsError, match=r"\[tls\] certificate: .*not valid before .*GMT"):
+        _check_validity(certs.folder / "long.pem", now=time.time() - 2 * 86400)
