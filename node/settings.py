@@ -140,6 +140,8 @@ class NodeSettings(Section):
     network_timeout_s: Float = Field(60.0, gt=0)
     acse_timeout_s: Float = Field(30.0, gt=0)
     first_pdu_timeout_s: Float = Field(5.0, gt=0, le=300)
+    max_connections: Int = Field(200, ge=1, le=100000)
+    max_connections_per_address: Int = Field(32, ge=1, le=100000)
     shutdown_grace_s: Float = Field(20.0, gt=0)
     poll_interval_ms: Float = Field(0.2, ge=0.05, le=10)
     #: this node's name in a database shared by several nodes ('' : host name and data folder)

@@ -40,7 +40,7 @@ from node.consoles.checks import ConsoleChecker
 from node.dimse.commitment import CommitmentScp
 from node.dimse.peers import PeerPolicy
 from node.dimse.tls import server_context
-from node.dimse.transport import PollBudget, start_server
+from node.dimse.transport import ConnectionLimit, PollBudget, start_server
 from node.ingest.archive import Archive
 from node.ingest.decode_batcher import DecodeBatcher
 from node.ingest.purge import DailyPurge, Purger
@@ -273,14 +273,16 @@ class Node:
         accept_overlong_uids()
         self.ae = build_ae(s, self.adapters)
         peers = PeerPolicy.from_settings(s.peers)
+        limit = ConnectionLimit(s.node.max_connections, s.node.max_connections_per_address)
         tls_only = tls is not None and s.tls.port == 0
         self.server = start_server(self.ae, (s.node.host, s.node.port), handlers,
                                    first_pdu_timeout_s=s.node.first_pdu_timeout_s,
-                                   ssl_context=tls if tls_only else None, peers=peers)
+                                   ssl_context=tls if tls_only else None, peers=peers,
+                                   limit=limit)
         if tls is not None and not tls_only:
             self.tls_server = start_server(self.ae, (s.node.host, s.tls.port), handlers,
                                            first_pdu_timeout_s=s.node.first_pdu_timeout_s,
-                                           ssl_context=tls, peers=peers)
+                                           ssl_context=tls, peers=peers, limit=limit)
         host, port = self.address
         log.info("listening", extra={"fields": {
             "ae_title": s.node.ae_title, "host": host, "port": port,

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import socket
 import ssl
 import struct
@@ -319,9 +320,71 @@ def read_first_pdu(
     return data
 
 
+class ConnectionLimit:
+    """How many accepted connections may wait at once for their first PDU (and TLS handshake),
+    in all and from one address; an association, once it runs, is bounded by
+    ``AE.maximum_associations`` instead.
+
+    Each waiting connection is a thread until its A-ASSOCIATE-RQ arrives or the first-PDU
+    deadline closes it; without a bound, a peer that opens connections faster than that would
+    pile up threads until the process can start no more, and then no console gets in. Over
+    either bound a connection is closed at once, before any thread is started for it, and said
+    in the log (WARNING
+    ``connection refused: too many connections``, at most once per address every
+    :data:`LOG_EVERY_S`, with how many were refused since). The bound per address lets a
+    console in while another address floods the node.
+    """
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total = total
+        self.per_address = per_address
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._count = 0
+        self._said: dict[str, tuple[float, int]] = {}  # address: (last said, refused since)
+
+    def admit(self, host: str) -> bool:
+        with self._lock:
+            held = self._open.get(host, 0)
+            if self._count >= self.total or held >= self.per_address:
+                self._refused(host, held)
+                return False
+            self._open[host] = held + 1
+            self._count += 1
+            return True
+
+    def release(self, host: str) -> None:
+        with self._lock:
+            held = self._open.get(host, 0)
+            if held <= 1:
+                self._open.pop(host, None)
+            else:
+                self._open[host] = held - 1
+            self._count = max(0, self._count - 1)
+
+    def _refused(self, host: str, held: int) -> None:
+        now = time.monotonic()
+        last, since = self._said.get(host, (-math.inf, 0))
+        if now - last < self.LOG_EVERY_S:
+            self._said[host] = (last, since + 1)
+            return
+        if len(self._said) > 1000:  # many addresses: forget the oldest, never grow unbounded
+            self._said.clear()
+        self._said[host] = (now, 0)
+        LOGGER.warning("connection refused: too many connections", extra={"fields": {
+            "peer_address": host, "open_from_address": held, "open_in_all": self._count,
+            "refused_since_last_said": since,
+            "setting": "[node] max_connections, max_connections_per_address"}})
+
+
 class GatedAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server whose accept loop does no TLS handshake (module docstring):
-    the connection is wrapped unshaken; :class:`PromptAckRequestHandler` shakes hands."""
+    the connection is wrapped unshaken; :class:`PromptAckRequestHandler` shakes hands. With a
+    :class:`ConnectionLimit` (``limit``), a connection over it is closed unserved."""
+
+    limit: ConnectionLimit | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -330,6 +393,26 @@ class GatedAssociationServer(ThreadedAssociationServer):
             client = self.ssl_context.wrap_socket(client, server_side=True,
                                                   do_handshake_on_connect=False)
         return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        limit, host = self.limit, str(client_address[0])
+        if limit is None:
+            return super().process_request(request, client_address)
+        if not limit.admit(host):
+            self.shutdown_request(request)
+            return None
+        try:
+            return super().process_request(request, client_address)  # starts its thread
+        except BaseException:
+            limit.release(host)  # no thread: it would never release
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            if self.limit is not None:
+                self.limit.release(str(client_address[0]))
 
 
 class PromptAckRequestHandler(RequestHandler):
@@ -525,6 +608,7 @@ def start_server(
     first_pdu_timeout_s: float | None = DEFAULT_FIRST_PDU_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
     peers: PeerPolicy | None = None,
+    limit: ConnectionLimit | None = None,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server on ``address`` with ``evt_handlers`` bound.
 
@@ -535,7 +619,7 @@ def start_server(
     send its whole A-ASSOCIATE-RQ within ``first_pdu_timeout_s`` (``None``: pynetdicom's
     behaviour, no gate). With ``ssl_context`` the server speaks DICOM TLS only (its
     ``sslsocket_class`` becomes :class:`TlsSocket`); ``peers`` is the gate's allow-list (it
-    needs the gate).
+    needs the gate); ``limit`` bounds the connections open at once (:class:`ConnectionLimit`).
     """
     options: PromptAck | None = None
     if prompt_ack:
@@ -561,6 +645,8 @@ def start_server(
         server_class=GatedAssociationServer,
         request_handler=handler,
     )
+    if isinstance(server, GatedAssociationServer):
+        server.limit = limit
     timestamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}", daemon=True

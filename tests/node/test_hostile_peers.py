@@ -228,6 +228,73 @@ def test_dcmtk_echoscu_gets_through_half_open_peers(tmp_path: Path, node_factory
     assert waited < FIRST_PDU_TIMEOUT_S + MARGIN_S
 
 
+def connect_from(source: str, port: int) -> socket.socket:
+    """A connection from another loopback address (Linux answers all of 127.0.0.0/8)."""
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_at_once(sock: socket.socket, within_s: float = 0.5) -> bool:
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_flood_from_one_address_is_bounded_and_keeps_no_console_out(
+    tmp_path: Path, node_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over ``max_connections_per_address`` waiting connections from one address, the next is
+    closed at once, unserved, and said once; a console from another address gets in; the
+    bound frees as the flood's connections close."""
+    settings = hostile_settings(tmp_path, max_connections_per_address=3, max_connections=50,
+                                first_pdu_timeout_s=FIRST_PDU_TIMEOUT_S * 3)
+    port = node_factory(settings).address[1]
+    caplog.set_level(logging.WARNING)
+    flood = [connect_from("127.0.0.2", port) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        refused = [connect_from("127.0.0.2", port) for _ in range(5)]
+        assert all(closed_at_once(s) for s in refused), "a fourth waiting connection was kept"
+        assert echo_ok(port), "a console from another address was kept out"
+        said = [r for r in caplog.records
+                if r.getMessage() == "connection refused: too many connections"]
+        assert len(said) == 1, [r.getMessage() for r in said]  # once, not once a connection
+        assert said[0].fields["peer_address"] == "127.0.0.2"  # type: ignore[attr-defined]
+        assert said[0].fields["open_from_address"] == 3  # type: ignore[attr-defined]
+        for s in refused:
+            s.close()
+    finally:
+        for s in flood:
+            s.close()
+    time.sleep(0.3)  # their threads end with them
+    with connect_from("127.0.0.2", port) as again:
+        again.sendall(associate_rq())
+        assert read_pdu(again)[0] == A_ASSOCIATE_AC, "the bound was not freed"
+
+
+def test_waiting_connections_in_all_are_bounded(tmp_path: Path, node_factory: Any) -> None:
+    settings = hostile_settings(tmp_path, max_connections_per_address=10, max_connections=4,
+                                first_pdu_timeout_s=FIRST_PDU_TIMEOUT_S * 3)
+    port = node_factory(settings).address[1]
+    flood = [connect_from(f"127.0.0.{2 + i % 2}", port) for i in range(4)]
+    try:
+        time.sleep(0.2)
+        with connect_from("127.0.0.4", port) as fifth:
+            assert closed_at_once(fifth)
+    finally:
+        for s in flood:
+            s.close()
+    time.sleep(0.3)
+    assert echo_ok(port)
+
+
 # --- malformed requests --------------------------------------------------------------------
 
 
