@@ -10,7 +10,13 @@ when it does not). Meanwhile a console runs DCMTK ``echoscu`` every ``--interval
 the longest latency and how long the node held the hostile connections. Acceptance: every
 ``echoscu`` succeeds within 5 s (exit status 0; 1 otherwise).
 
+``--flood-rate R`` adds a host (127.0.0.2) that opens R connections a second, sends the same
+bytes on each and keeps every one open until the node closes it; the script also prints the
+most threads the node's process had, against its count before the peers came (the connections
+waiting for their first PDU are bounded by ``[node] max_connections_per_address``).
+
     python bench/bench_hostile_peers.py
+    python bench/bench_hostile_peers.py --flood-rate 100 --duration-s 30
     python bench/bench_hostile_peers.py --payload silent --duration-s 30
     python bench/bench_hostile_peers.py --root /path/to/other/checkout   # e.g. an older commit
 """
@@ -148,6 +154,52 @@ def hostile_peer(port: int, payload: bytes, hold_s: float, stop: threading.Event
                 tally.held_s.append(time.monotonic() - start)
 
 
+def flood(port: int, payload: bytes, rate: float, stop: threading.Event, tally: Hostile,
+          source: str = "127.0.0.2") -> None:
+    """Open ``rate`` connections a second from ``source``, each kept open until the node
+    closes it (checked as the next ones are opened); close the rest at the end."""
+    import select
+
+    open_socks: list[socket.socket] = []
+    next_at = time.monotonic()
+    try:
+        while not stop.is_set():
+            next_at += 1.0 / rate
+            try:
+                sock = socket.socket()
+                sock.settimeout(2)
+                sock.bind((source, 0))
+                sock.connect(("127.0.0.1", port))
+                if payload:
+                    sock.sendall(payload)
+                open_socks.append(sock)
+                with tally.lock:
+                    tally.connections += 1
+            except OSError:
+                with tally.lock:
+                    tally.refused += 1
+            readable, _, _ = select.select(open_socks, [], [], 0) if open_socks else ([], [], [])
+            for r in readable:  # readable with nothing to read: closed by the node
+                with contextlib.suppress(OSError):
+                    if r.recv(4096):
+                        continue
+                open_socks.remove(r)
+                r.close()
+                with tally.lock:
+                    tally.held_s.append(0.0)
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    finally:
+        for sock in open_socks:
+            sock.close()
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hostile", type=int, default=10, help="half-open peers (10)")
@@ -158,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-s", type=float, default=3.0, help="between two echoscu runs")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose node is run")
     ap.add_argument("--json", type=Path, help="write the figures here too")
+    ap.add_argument("--flood-rate", type=float, default=0.0,
+                    help="connections a second from a flooding host (0: none)")
     args = ap.parse_args(argv)
 
     echoscu = dcmtk_echoscu()
@@ -171,6 +225,19 @@ def main(argv: list[str] | None = None) -> int:
         peers = [threading.Thread(target=hostile_peer, daemon=True,
                                   args=(port, payload, args.hold_s, stop, tally))
                  for _ in range(args.hostile)]
+        flooded = Hostile()
+        if args.flood_rate > 0:
+            peers.append(threading.Thread(target=flood, daemon=True, args=(
+                port, payload, args.flood_rate, stop, flooded)))
+        threads_before = threads_of(node.pid)
+        most_threads = [threads_before]
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                with contextlib.suppress(OSError):
+                    most_threads.append(threads_of(node.pid))
+
+        peers.append(threading.Thread(target=sample, daemon=True))
         attempts: list[Attempt] = []
         try:
             for p in peers:
@@ -204,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         "hostile_closed_by_node": len(held),
         "hostile_median_held_s": round(statistics.median(held), 3) if held else None,
         "hostile_max_held_s": round(max(held), 3) if held else None,
+        "flood_rate": args.flood_rate, "flood_connections": flooded.connections,
+        "flood_closed_by_node": len(flooded.held_s), "node_threads_before": threads_before,
+        "node_threads_max": max(most_threads),
         "pass": bool(attempts) and ok == len(attempts),
     }
     print(f"\nechoscu: {ok}/{len(attempts)} succeeded within {ACCEPT_WITHIN_S:g} s; "
@@ -212,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hostile: {tally.connections} connections by {args.hostile} peers, "
           f"{len(held)} closed by the node (median held {summary['hostile_median_held_s']} s, "
           f"max {summary['hostile_max_held_s']} s), {tally.refused} refused")
+    if args.flood_rate:
+        print(f"flood: {flooded.connections} connections from 127.0.0.2 at "
+              f"{args.flood_rate:g}/s, {len(flooded.held_s)} closed by the node")
+    print(f"node threads: {threads_before} before the peers, at most {max(most_threads)}")
     print(f"acceptance (every echoscu within {ACCEPT_WITHIN_S:g} s for the whole run): "
           f"{'PASS' if summary['pass'] else 'FAIL'}")
     if args.json:
