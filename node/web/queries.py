@@ -87,12 +87,21 @@ def record_by_id(session: Session, ident: int) -> DecisionRecord | None:
                  selectinload(DecisionRecord.alerts))).first()
 
 
+#: Grouping and "not superseded" as expressions, not bare columns: SQLite's planner (no
+#: statistics for a range bound given as a parameter) would otherwise walk the whole table in
+#: the order of the grouped column's index, or through the index of ``superseded_by_id``
+#: (null for nearly every row), rather than the few rows since ``since`` through
+#: ``decided_at``'s index: 60-110 ms against 1-10 ms for a day or a week of 100,000 records.
+_CURRENT = func.coalesce(DecisionRecord.superseded_by_id, 0) == 0
+
+
 def counts_by_decision(session: Session, since: dt.datetime) -> dict[str, int]:
     """Decisions made since ``since``, by kind (by the decision's time: no join)."""
+    kind = func.coalesce(DecisionRecord.decision, "")
     rows = session.execute(
-        select(DecisionRecord.decision, func.count())
-        .where(DecisionRecord.decided_at >= since, DecisionRecord.superseded_by_id.is_(None))
-        .group_by(DecisionRecord.decision))
+        select(kind, func.count())
+        .where(DecisionRecord.decided_at >= since, _CURRENT)
+        .group_by(kind))
     return {str(d): int(n) for d, n in rows}
 
 
@@ -113,11 +122,12 @@ class ConsoleSeen:
 
 def consoles_seen(session: Session, since: dt.datetime | None = None) -> list[ConsoleSeen]:
     """Each console (docs/contract.md section 1.7's text, else the calling AE) that sent."""
-    stmt = (select(DecisionRecord.console, func.count(),
+    name = func.coalesce(DecisionRecord.console, "")  # an expression: see _CURRENT
+    stmt = (select(name, func.count(),
                    func.sum(cast(DecisionRecord.flagged, Integer)),
                    func.max(DecisionRecord.decided_at))
-            .where(DecisionRecord.console.is_not(None))
-            .group_by(DecisionRecord.console).order_by(DecisionRecord.console))
+            .where(name != "")
+            .group_by(name).order_by(name))
     if since is not None:
         stmt = stmt.where(DecisionRecord.decided_at >= since)
     out = []
