@@ -108,3 +108,57 @@ def test_all_committed_and_an_unsupported_class(
     assert event_type == 2 and "ReferencedSOPSequence" not in info
     assert int(info.FailedSOPSequence[0].FailureReason) == \
         FailureReason.REFERENCED_SOP_CLASS_NOT_SUPPORTED
+
+
+def test_a_report_after_the_association_closed_goes_on_a_new_one_to_the_requester(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PS3.4 J.3.3: the requesting association is gone, so the node associates with the
+    address ``[commitment] requesters`` gives for the calling AE title, proposing the SCP role
+    (PS3.7 D.3.3.4), and sends the N-EVENT-REPORT there; without an address it is dropped
+    and logged. The requester is a real pynetdicom SCP on 127.0.0.1 port 0."""
+    import logging
+    from types import SimpleNamespace
+
+    from model.dicom.commitment import Kept, Reference, commitment
+    from node.dimse.commitment import CommitmentScp
+
+    reports: list[tuple[int, Dataset, str]] = []
+    got = threading.Event()
+
+    def on_report(event: Any) -> tuple[int, None]:
+        reports.append((int(event.event_type), event.event_information,
+                        str(event.assoc.requestor.ae_title).strip()))
+        got.set()
+        return 0x0000, None
+
+    requester = AE(ae_title="PACS1")
+    requester.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    server = requester.start_server(("127.0.0.1", 0), block=False,
+                                    evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        port = server.server_address[1]
+        scp = CommitmentScp(None, frozenset({SpatialRegistrationStorage}),  # type: ignore[arg-type]
+                            "SRO_DECODER", {"PACS1": f"127.0.0.1:{port}"}, timeout_s=10)
+        kept_uid, lost_uid = generate_uid(), generate_uid()
+        result = commitment([Reference(SpatialRegistrationStorage, kept_uid),
+                             Reference(SpatialRegistrationStorage, lost_uid)],
+                            {kept_uid: Kept(SpatialRegistrationStorage, 0x0000)},
+                            frozenset({SpatialRegistrationStorage}))
+        closed = SimpleNamespace(is_established=False)  # the requesting association, released
+        caplog.set_level(logging.INFO, logger="node.dimse.commitment")
+        scp._report(closed, "PACS1", "1.2.3.4.5", result)
+        assert got.wait(10), "no N-EVENT-REPORT on a new association"
+        ((event_type, info, calling),) = reports
+        assert calling == "SRO_DECODER" and event_type == 2
+        assert info.TransactionUID == "1.2.3.4.5"
+        assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [kept_uid]
+        assert [i.ReferencedSOPInstanceUID for i in info.FailedSOPSequence] == [lost_uid]
+        said = [r for r in caplog.records if r.getMessage() == "storage commitment reported"]
+        assert said and said[0].fields["association"] == "new"  # type: ignore[attr-defined]
+
+        scp._report(closed, "PACS2", "1.2.3.4.6", result)  # no address for PACS2
+        assert len(reports) == 1
+        assert any(r.getMessage().startswith("storage commitment report dropped")
+                   for r in caplog.records)
+    finally:
+        server.shutdown()
