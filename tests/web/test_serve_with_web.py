@@ -14,23 +14,12 @@ from node.audit.store import open_database
 from node.audit.users import Role, add_user, new_token
 from node.metrics import parse_exposition
 from tests.node.conftest import export, needs_dcmtk, sro_files, storescu
+from tests.node.test_crash_and_shutdown import CONFIG as SERVE_CONFIG
 from tests.node.test_crash_and_shutdown import ServeProcess
 from tests.web.test_web_api import _multipart
 
-CONFIG = """
-[node]
-host = "127.0.0.1"
-port = 0
-[smtp]
-host = "127.0.0.1"
-port = 1
-[alerts]
-recipients = ["physics@example.org"]
-[log]
-format = "json"
-[model]
-name = "analytic"
-[web]
+#: the crash test's node, with its web console on an ephemeral port
+CONFIG = SERVE_CONFIG + """[web]
 enabled = true
 host = "127.0.0.1"
 port = 0
