@@ -64,12 +64,16 @@ _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
 _ERROR_MAX = 1000
 
 
+#: What a Message-ID part may not hold (RFC 5322 section 3.6.4, dot-atom text, kept plain)
+_NOT_ID_TEXT = re.compile(r"[^A-Za-z0-9.-]")
+
+
 def message_id(row: AlertOutbox | DigestMessage, sender: str) -> str:
     """The Message-ID of ``row``'s e-mail: the same whenever it is sent (RFC 5322 section
     3.6.4): its id and creation time, at the domain of the sender address."""
-    domain = re.sub(r"[^A-Za-z0-9.-]", "", sender.rpartition("@")[2]) or "sro-decoder.invalid"
+    domain = _NOT_ID_TEXT.sub("", sender.rpartition("@")[2]) or "sro-decoder.invalid"
     stamp = row.created_at.strftime("%Y%m%d%H%M%S%f")
-    return f"<sro-alert-{re.sub(r'[^A-Za-z0-9.-]', '', str(row.id))}.{stamp}@{domain}>"
+    return f"<sro-alert-{_NOT_ID_TEXT.sub('', str(row.id))}.{stamp}@{domain}>"
 
 
 def build_email(row: AlertOutbox | DigestMessage, sender: str, recipients: Sequence[str],

@@ -329,9 +329,8 @@ class ConnectionLimit:
     deadline closes it; without a bound, a peer that opens connections faster than that would
     pile up threads until the process can start no more, and then no console gets in. Over
     either bound a connection is closed at once, before any thread is started for it, and said
-    in the log (WARNING
-    ``connection refused: too many connections``, at most once per address every
-    :data:`LOG_EVERY_S`, with how many were refused since). The bound per address lets a
+    in the log (WARNING ``connection refused: too many connections``, at most once per address
+    every :data:`LOG_EVERY_S`, with how many were refused since). The bound per address lets a
     console in while another address floods the node.
     """
 
